@@ -1,0 +1,3 @@
+//! Importers from other frameworks' graph formats.
+
+pub mod tf;

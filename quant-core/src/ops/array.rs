@@ -1,0 +1,180 @@
+//! Sources and data-movement ops: Placeholder, Const, variables, Identity,
+//! Reshape, ConcatV2, Pad, Squeeze, space/batch reshuffles, NoOp.
+
+use super::infer::{InferCtx, norm_axis};
+use super::{Arity, OpSpec};
+use crate::attr::{AttrKind, AttrValue};
+use crate::dtype::DType;
+use crate::graph::OutputFact;
+use crate::shape::Shape;
+
+fn shape_attr(ctx: &InferCtx<'_>, name: &str) -> Option<Shape> {
+    match ctx.attr(name) {
+        Some(AttrValue::Shape(s)) => s.clone(),
+        _ => None,
+    }
+}
+
+fn source(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    Ok(vec![OutputFact { dtype: ctx.type_attr("dtype"), shape: shape_attr(ctx, "shape") }])
+}
+
+fn konst(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let value = match ctx.attr("value") {
+        Some(AttrValue::Tensor(t)) => t,
+        _ => return Err("attribute 'value' must be a tensor".into()),
+    };
+    if let Some(declared) = ctx.type_attr("dtype").filter(|d| *d != value.dtype()) {
+        return Err(format!("attribute 'dtype' is {declared} but the value is {}", value.dtype()));
+    }
+    Ok(vec![OutputFact::new(value.dtype(), Shape::known(value.shape()))])
+}
+
+fn variable(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.type_attr("dtype");
+    let shape = shape_attr(ctx, "shape");
+    if let Some(AttrValue::Tensor(init)) = ctx.attr("initial_value") {
+        if Some(init.dtype()) != dtype {
+            return Err(format!("initial value is {} but the variable is {}", init.dtype(), dtype.map_or("?", DType::name)));
+        }
+        if let Some(s) = &shape
+            && s.as_known().as_deref() != Some(init.shape())
+        {
+            return Err(format!("initial value has shape {:?} but the variable has shape {s}", init.shape()));
+        }
+    }
+    Ok(vec![OutputFact { dtype, shape }])
+}
+
+fn reshape(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let Some(target) = ctx.const_ints(1)? else {
+        let rank = ctx.shape(1)?.and_then(|s| s.dim(0));
+        return Ok(vec![OutputFact { dtype, shape: rank.map(|r| Shape(vec![None; r])) }]);
+    };
+    if target.iter().filter(|&&d| d == -1).count() > 1 || target.iter().any(|&d| d < -1) {
+        return Err(format!("invalid target shape {target:?}"));
+    }
+    let known: usize = target.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+    let total = ctx.shape(0)?.and_then(Shape::num_elements);
+    let mut dims = Vec::with_capacity(target.len());
+    for &d in &target {
+        dims.push(if d >= 0 {
+            Some(d as usize)
+        } else {
+            match total {
+                Some(t) if known > 0 && t % known == 0 => Some(t / known),
+                Some(t) if known > 0 => return Err(format!("cannot reshape {t} elements to {target:?}")),
+                _ => None,
+            }
+        });
+    }
+    let out = Shape(dims);
+    if let (Some(t), Some(n)) = (total, out.num_elements())
+        && t != n
+    {
+        return Err(format!("cannot reshape {t} elements to {target:?}"));
+    }
+    Ok(vec![OutputFact { dtype, shape: Some(out) }])
+}
+
+fn concat(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let n = ctx.num_inputs() - 1;
+    let dtype = ctx.dtype0();
+    let shapes: Vec<Option<&Shape>> = (0..n).map(|i| ctx.shape(i)).collect::<Result<_, _>>()?;
+    let Some(rank) = shapes.iter().flatten().map(|s| s.rank()).next() else {
+        return Ok(vec![OutputFact { dtype, shape: None }]);
+    };
+    let Some(axis) = ctx.const_ints(n)?.and_then(|v| v.first().copied()) else {
+        return Ok(vec![OutputFact { dtype, shape: Some(Shape(vec![None; rank])) }]);
+    };
+    let axis = norm_axis(axis, rank)?;
+    let mut dims = vec![None; rank];
+    let mut along = Some(0usize);
+    for (i, s) in shapes.iter().enumerate() {
+        let Some(s) = s else {
+            along = None;
+            continue;
+        };
+        if s.rank() != rank {
+            return Err(format!("input {i} has rank {} where input 0 has rank {rank}", s.rank()));
+        }
+        for (d, slot) in dims.iter_mut().enumerate() {
+            if d == axis {
+                continue;
+            }
+            match (*slot, s.0[d]) {
+                (Some(a), Some(b)) if a != b => return Err(format!("input {i} has size {b} in dimension {d}, expected {a}")),
+                (None, b) => *slot = b,
+                _ => {}
+            }
+        }
+        along = along.and_then(|a| s.0[axis].map(|b| a + b));
+    }
+    dims[axis] = along;
+    Ok(vec![OutputFact { dtype, shape: Some(Shape(dims)) }])
+}
+
+fn pad(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let (Some(shape), Some(p)) = (ctx.shape(0)?, ctx.const_ints(1)?) else {
+        return Ok(vec![OutputFact { dtype, shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])) }]);
+    };
+    if p.len() != 2 * shape.rank() || p.iter().any(|&v| v < 0) {
+        return Err(format!("paddings {p:?} do not fit rank {}", shape.rank()));
+    }
+    let dims = shape.0.iter().enumerate().map(|(i, d)| d.map(|d| d + (p[2 * i] + p[2 * i + 1]) as usize)).collect();
+    Ok(vec![OutputFact { dtype, shape: Some(Shape(dims)) }])
+}
+
+fn squeeze(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let Some(shape) = ctx.shape(0)? else { return Ok(vec![OutputFact { dtype, shape: None }]) };
+    let axes: Vec<usize> = ctx.ints("squeeze_dims")?.iter().map(|&a| norm_axis(a, shape.rank())).collect::<Result<_, _>>()?;
+    let mut dims = Vec::new();
+    for (i, d) in shape.0.iter().enumerate() {
+        let listed = axes.contains(&i);
+        match d {
+            Some(1) if axes.is_empty() || listed => {}
+            Some(n) if listed => return Err(format!("cannot squeeze dimension {i} of size {n}")),
+            None if axes.is_empty() => return Ok(vec![OutputFact { dtype, shape: None }]),
+            None if listed => {}
+            other => dims.push(*other),
+        }
+    }
+    Ok(vec![OutputFact { dtype, shape: Some(Shape(dims)) }])
+}
+
+fn same_rank_unknown_dims(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    Ok(vec![OutputFact { dtype: ctx.dtype0(), shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])) }])
+}
+
+pub(super) fn specs() -> Vec<OpSpec> {
+    vec![
+        OpSpec::new("Placeholder", Arity::Exact(0), 1, source)
+            .required("dtype", AttrKind::Type)
+            .optional("shape", AttrValue::Shape(None)),
+        OpSpec::new("Const", Arity::Exact(0), 1, konst).required("value", AttrKind::Tensor),
+        OpSpec::new("Variable", Arity::Exact(0), 1, variable)
+            .required("dtype", AttrKind::Type)
+            .required("shape", AttrKind::Shape)
+            .required("initial_value", AttrKind::Tensor)
+            .optional("trainable", true),
+        OpSpec::new("VariableV2", Arity::Exact(0), 1, source)
+            .required("dtype", AttrKind::Type)
+            .required("shape", AttrKind::Shape),
+        OpSpec::new("VarHandleOp", Arity::Exact(0), 1, |_| Ok(vec![OutputFact::new(DType::Resource, Shape::scalar())]))
+            .required("dtype", AttrKind::Type)
+            .required("shape", AttrKind::Shape),
+        OpSpec::new("ReadVariableOp", Arity::Exact(1), 1, |ctx| Ok(vec![OutputFact { dtype: ctx.type_attr("dtype"), shape: None }]))
+            .required("dtype", AttrKind::Type),
+        OpSpec::new("Identity", Arity::Exact(1), 1, |ctx| ctx.same_as_input0()),
+        OpSpec::new("Reshape", Arity::Exact(2), 1, reshape),
+        OpSpec::new("ConcatV2", Arity::AttrPlus("N", 1), 1, concat).required("N", AttrKind::Int),
+        OpSpec::new("Pad", Arity::Exact(2), 1, pad),
+        OpSpec::new("Squeeze", Arity::Exact(1), 1, squeeze).optional("squeeze_dims", AttrValue::Ints(vec![])),
+        OpSpec::new("BatchToSpaceND", Arity::Exact(3), 1, same_rank_unknown_dims),
+        OpSpec::new("SpaceToBatchND", Arity::Exact(3), 1, same_rank_unknown_dims),
+        OpSpec::new("NoOp", Arity::Exact(0), 0, |_| Ok(vec![])),
+    ]
+}

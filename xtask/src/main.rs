@@ -1,0 +1,46 @@
+//! `cargo xtask`: quant's command line.
+//!
+//! The contract (names, flags, formats, exit codes) is in `docs/cli.md`:
+//! exit 0 on success, 2 on a usage error, 1 on any other error, with one
+//! `error:` line on stderr naming the file, node, field or flag at fault.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "quant: quantization-aware training and integer-only deployment", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarise a graph file (.json, .pb, .pbtxt): node count, op counts, inputs, unknown ops.
+    Inspect(cmd::inspect::Args),
+    /// Run the main job on the built-in defaults.
+    Demo(cmd::demo::Args),
+    /// Run the whole test suite, exactly as CI does.
+    Test(cmd::test::Args),
+    /// Regenerate committed generated code (protobuf messages), or check it is fresh.
+    Codegen(cmd::codegen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Test(args) => cmd::test::run(args),
+        Command::Codegen(args) => cmd::codegen::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
