@@ -125,7 +125,12 @@ impl AttrValue {
         let empty_list = matches!(self, AttrValue::Ints(v) if v.is_empty());
         let is_list = matches!(
             kind,
-            AttrKind::Ints | AttrKind::Floats | AttrKind::Bools | AttrKind::Strs | AttrKind::Types | AttrKind::Shapes
+            AttrKind::Ints
+                | AttrKind::Floats
+                | AttrKind::Bools
+                | AttrKind::Strs
+                | AttrKind::Types
+                | AttrKind::Shapes
         );
         self.kind() == kind || (empty_list && is_list)
     }
@@ -133,7 +138,11 @@ impl AttrValue {
 
 impl fmt::Display for AttrValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn list<T>(f: &mut fmt::Formatter<'_>, items: &[T], mut each: impl FnMut(&mut fmt::Formatter<'_>, &T) -> fmt::Result) -> fmt::Result {
+        fn list<T>(
+            f: &mut fmt::Formatter<'_>,
+            items: &[T],
+            mut each: impl FnMut(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
+        ) -> fmt::Result {
             f.write_str("[")?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {

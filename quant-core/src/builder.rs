@@ -67,12 +67,20 @@ impl GraphBuilder<'static> {
 impl<'r> GraphBuilder<'r> {
     /// A builder inferring facts with `registry` (for graphs using plugin ops).
     pub fn with_registry(registry: &'r OpRegistry) -> GraphBuilder<'r> {
-        GraphBuilder { graph: Graph::new(), registry, scopes: Vec::new() }
+        GraphBuilder {
+            graph: Graph::new(),
+            registry,
+            scopes: Vec::new(),
+        }
     }
 
     /// Continues building on an existing graph.
     pub fn extend(graph: Graph, registry: &'r OpRegistry) -> GraphBuilder<'r> {
-        GraphBuilder { graph, registry, scopes: Vec::new() }
+        GraphBuilder {
+            graph,
+            registry,
+            scopes: Vec::new(),
+        }
     }
 
     /// The graph built so far.
@@ -95,12 +103,22 @@ impl<'r> GraphBuilder<'r> {
 
     /// The scoped, unique form of `name`.
     pub fn scoped_name(&mut self, name: &str) -> String {
-        let full = if self.scopes.is_empty() { name.to_string() } else { format!("{}/{name}", self.scopes.join("/")) };
+        let full = if self.scopes.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.scopes.join("/"))
+        };
         self.graph.unique_name(&full)
     }
 
     /// Adds a node of any op type, inferring its output facts. Returns its id.
-    pub fn add(&mut self, op: &str, name: &str, inputs: &[OutletId], attrs: Attrs) -> Result<NodeId, GraphError> {
+    pub fn add(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[OutletId],
+        attrs: Attrs,
+    ) -> Result<NodeId, GraphError> {
         let outputs = self.registry.get(op).map_or(1, |s| s.outputs);
         let mut new = NewNode::new(self.scoped_name(name), op).inputs(inputs.iter().copied());
         new.attrs = attrs;
@@ -112,13 +130,27 @@ impl<'r> GraphBuilder<'r> {
         Ok(id)
     }
 
-    fn op1(&mut self, op: &str, name: &str, inputs: &[OutletId], attrs: Attrs) -> Result<OutletId, GraphError> {
+    fn op1(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[OutletId],
+        attrs: Attrs,
+    ) -> Result<OutletId, GraphError> {
         self.add(op, name, inputs, attrs).map(OutletId::from)
     }
 
     /// A graph input.
-    pub fn placeholder(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<OutletId, GraphError> {
-        let attrs = attrs([("dtype", dtype.into()), ("shape", AttrValue::Shape(Some(shape)))]);
+    pub fn placeholder(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: Shape,
+    ) -> Result<OutletId, GraphError> {
+        let attrs = attrs([
+            ("dtype", dtype.into()),
+            ("shape", AttrValue::Shape(Some(shape))),
+        ]);
         self.op1("Placeholder", name, &[], attrs)
     }
 
@@ -129,10 +161,18 @@ impl<'r> GraphBuilder<'r> {
     }
 
     /// A variable with its initial value; `trainable` marks parameters the optimizer updates.
-    pub fn variable(&mut self, name: &str, initial: Tensor, trainable: bool) -> Result<OutletId, GraphError> {
+    pub fn variable(
+        &mut self,
+        name: &str,
+        initial: Tensor,
+        trainable: bool,
+    ) -> Result<OutletId, GraphError> {
         let attrs = attrs([
             ("dtype", initial.dtype().into()),
-            ("shape", AttrValue::Shape(Some(Shape::known(initial.shape())))),
+            (
+                "shape",
+                AttrValue::Shape(Some(Shape::known(initial.shape()))),
+            ),
             ("initial_value", initial.into()),
             ("trainable", trainable.into()),
         ]);
@@ -146,7 +186,10 @@ impl<'r> GraphBuilder<'r> {
 
     fn conv_attrs(strides: [usize; 2], padding: Padding) -> Attrs {
         attrs([
-            ("strides", AttrValue::Ints(vec![1, strides[0] as i64, strides[1] as i64, 1])),
+            (
+                "strides",
+                AttrValue::Ints(vec![1, strides[0] as i64, strides[1] as i64, 1]),
+            ),
             ("padding", padding.attr()),
             ("data_format", "NHWC".into()),
             ("dilations", AttrValue::Ints(vec![1, 1, 1, 1])),
@@ -154,27 +197,82 @@ impl<'r> GraphBuilder<'r> {
     }
 
     /// `Conv2D` (NHWC input, HWIO filter).
-    pub fn conv2d(&mut self, name: &str, x: OutletId, filter: OutletId, strides: [usize; 2], padding: Padding) -> Result<OutletId, GraphError> {
-        self.op1("Conv2D", name, &[x, filter], Self::conv_attrs(strides, padding))
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        filter: OutletId,
+        strides: [usize; 2],
+        padding: Padding,
+    ) -> Result<OutletId, GraphError> {
+        self.op1(
+            "Conv2D",
+            name,
+            &[x, filter],
+            Self::conv_attrs(strides, padding),
+        )
     }
 
     /// `DepthwiseConv2dNative` (filter `[h, w, in, multiplier]`).
-    pub fn depthwise_conv2d(&mut self, name: &str, x: OutletId, filter: OutletId, strides: [usize; 2], padding: Padding) -> Result<OutletId, GraphError> {
-        self.op1("DepthwiseConv2dNative", name, &[x, filter], Self::conv_attrs(strides, padding))
+    pub fn depthwise_conv2d(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        filter: OutletId,
+        strides: [usize; 2],
+        padding: Padding,
+    ) -> Result<OutletId, GraphError> {
+        self.op1(
+            "DepthwiseConv2dNative",
+            name,
+            &[x, filter],
+            Self::conv_attrs(strides, padding),
+        )
     }
 
     /// `MatMul`.
-    pub fn matmul(&mut self, name: &str, a: OutletId, b: OutletId, transpose_a: bool, transpose_b: bool) -> Result<OutletId, GraphError> {
-        self.op1("MatMul", name, &[a, b], attrs([("transpose_a", transpose_a.into()), ("transpose_b", transpose_b.into())]))
+    pub fn matmul(
+        &mut self,
+        name: &str,
+        a: OutletId,
+        b: OutletId,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<OutletId, GraphError> {
+        self.op1(
+            "MatMul",
+            name,
+            &[a, b],
+            attrs([
+                ("transpose_a", transpose_a.into()),
+                ("transpose_b", transpose_b.into()),
+            ]),
+        )
     }
 
     /// `BiasAdd` (NHWC).
-    pub fn bias_add(&mut self, name: &str, x: OutletId, bias: OutletId) -> Result<OutletId, GraphError> {
-        self.op1("BiasAdd", name, &[x, bias], attrs([("data_format", "NHWC".into())]))
+    pub fn bias_add(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        bias: OutletId,
+    ) -> Result<OutletId, GraphError> {
+        self.op1(
+            "BiasAdd",
+            name,
+            &[x, bias],
+            attrs([("data_format", "NHWC".into())]),
+        )
     }
 
     /// A broadcasting binary op: `Add`, `AddV2`, `Sub` or `Mul`.
-    pub fn binary(&mut self, op: &str, name: &str, a: OutletId, b: OutletId) -> Result<OutletId, GraphError> {
+    pub fn binary(
+        &mut self,
+        op: &str,
+        name: &str,
+        a: OutletId,
+        b: OutletId,
+    ) -> Result<OutletId, GraphError> {
         self.op1(op, name, &[a, b], Attrs::new())
     }
 
@@ -189,7 +287,15 @@ impl<'r> GraphBuilder<'r> {
     }
 
     /// `MaxPool` or `AvgPool` with a square window.
-    pub fn pool(&mut self, op: &str, name: &str, x: OutletId, size: usize, stride: usize, padding: Padding) -> Result<OutletId, GraphError> {
+    pub fn pool(
+        &mut self,
+        op: &str,
+        name: &str,
+        x: OutletId,
+        size: usize,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<OutletId, GraphError> {
         let (k, s) = (size as i64, stride as i64);
         let a = attrs([
             ("ksize", AttrValue::Ints(vec![1, k, k, 1])),
@@ -201,25 +307,61 @@ impl<'r> GraphBuilder<'r> {
     }
 
     /// `Reshape` to a constant shape (`-1` for one inferred dimension).
-    pub fn reshape(&mut self, name: &str, x: OutletId, shape: &[i32]) -> Result<OutletId, GraphError> {
-        let shape_t = Tensor::from_vec(&[shape.len()], shape.to_vec()).map_err(|source| GraphError::Tensor { node: name.into(), source })?;
+    pub fn reshape(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        shape: &[i32],
+    ) -> Result<OutletId, GraphError> {
+        let shape_t = Tensor::from_vec(&[shape.len()], shape.to_vec()).map_err(|source| {
+            GraphError::Tensor {
+                node: name.into(),
+                source,
+            }
+        })?;
         let s = self.constant(&format!("{name}/shape"), shape_t)?;
         self.op1("Reshape", name, &[x, s], Attrs::new())
     }
 
     /// `Mean` over constant axes.
-    pub fn mean(&mut self, name: &str, x: OutletId, axes: &[i32], keep_dims: bool) -> Result<OutletId, GraphError> {
-        let axes_t = Tensor::from_vec(&[axes.len()], axes.to_vec()).map_err(|source| GraphError::Tensor { node: name.into(), source })?;
+    pub fn mean(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        axes: &[i32],
+        keep_dims: bool,
+    ) -> Result<OutletId, GraphError> {
+        let axes_t = Tensor::from_vec(&[axes.len()], axes.to_vec()).map_err(|source| {
+            GraphError::Tensor {
+                node: name.into(),
+                source,
+            }
+        })?;
         let a = self.constant(&format!("{name}/reduction_indices"), axes_t)?;
-        self.op1("Mean", name, &[x, a], attrs([("keep_dims", keep_dims.into())]))
+        self.op1(
+            "Mean",
+            name,
+            &[x, a],
+            attrs([("keep_dims", keep_dims.into())]),
+        )
     }
 
     /// `ConcatV2` along a constant axis.
-    pub fn concat(&mut self, name: &str, inputs: &[OutletId], axis: i32) -> Result<OutletId, GraphError> {
+    pub fn concat(
+        &mut self,
+        name: &str,
+        inputs: &[OutletId],
+        axis: i32,
+    ) -> Result<OutletId, GraphError> {
         let a = self.constant(&format!("{name}/axis"), Tensor::scalar(axis))?;
         let mut all = inputs.to_vec();
         all.push(a);
-        self.op1("ConcatV2", name, &all, attrs([("N", AttrValue::Int(inputs.len() as i64))]))
+        self.op1(
+            "ConcatV2",
+            name,
+            &all,
+            attrs([("N", AttrValue::Int(inputs.len() as i64))]),
+        )
     }
 
     /// `FusedBatchNormV3`; returns the node (output 0 is `y`, 1 and 2 the batch mean and variance).
@@ -235,8 +377,17 @@ impl<'r> GraphBuilder<'r> {
         epsilon: f32,
         is_training: bool,
     ) -> Result<NodeId, GraphError> {
-        let a = attrs([("epsilon", epsilon.into()), ("is_training", is_training.into()), ("data_format", "NHWC".into())]);
-        self.add("FusedBatchNormV3", name, &[x, scale, offset, mean, variance], a)
+        let a = attrs([
+            ("epsilon", epsilon.into()),
+            ("is_training", is_training.into()),
+            ("data_format", "NHWC".into()),
+        ]);
+        self.add(
+            "FusedBatchNormV3",
+            name,
+            &[x, scale, offset, mean, variance],
+            a,
+        )
     }
 }
 
@@ -251,10 +402,20 @@ mod tests {
     #[test]
     fn shape_errors_name_the_node() {
         let mut b = GraphBuilder::new();
-        let x = b.placeholder("x", DType::F32, Shape::known(&[1, 8, 8, 3])).unwrap();
-        let w = b.constant("w", Tensor::zeros(DType::F32, &[3, 3, 4, 8]).unwrap()).unwrap();
-        let err = b.scope("conv", |b| b.conv2d("Conv2D", x, w, [1, 1], Padding::Same)).unwrap_err();
-        assert!(err.to_string().starts_with("node 'conv/Conv2D' (Conv2D): input [1,8,8,3] has 3 channels"), "{err}");
+        let x = b
+            .placeholder("x", DType::F32, Shape::known(&[1, 8, 8, 3]))
+            .unwrap();
+        let w = b
+            .constant("w", Tensor::zeros(DType::F32, &[3, 3, 4, 8]).unwrap())
+            .unwrap();
+        let err = b
+            .scope("conv", |b| b.conv2d("Conv2D", x, w, [1, 1], Padding::Same))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("node 'conv/Conv2D' (Conv2D): input [1,8,8,3] has 3 channels"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub enum GraphError {
         input: String,
     },
     /// An input refers to an output slot the producer does not have.
-    #[error("node '{node}': input {index} refers to output {slot} of '{producer}', which has {outputs} outputs")]
+    #[error(
+        "node '{node}': input {index} refers to output {slot} of '{producer}', which has {outputs} outputs"
+    )]
     BadOutputSlot {
         /// The consuming node.
         node: String,

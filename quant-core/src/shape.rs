@@ -44,9 +44,11 @@ impl Shape {
         self.0.iter().copied().collect()
     }
 
-    /// The element count, if every dimension is known.
+    /// The element count, if every dimension is known (and it fits a `usize`).
     pub fn num_elements(&self) -> Option<usize> {
-        self.0.iter().try_fold(1usize, |acc, d| d.map(|d| acc * d))
+        self.0
+            .iter()
+            .try_fold(1usize, |acc, d| d.and_then(|d| acc.checked_mul(d)))
     }
 }
 

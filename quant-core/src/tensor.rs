@@ -140,6 +140,31 @@ impl Element for bool {
     }
 }
 
+/// The largest tensor quant allocates from a description (a shape read
+/// from a file): 4 GiB. Larger claims are refused instead of aborting on
+/// allocation failure.
+pub const MAX_TENSOR_BYTES: usize = 1 << 32;
+
+/// The element count of `shape`, refusing overflow and tensors larger than
+/// [`MAX_TENSOR_BYTES`] at `elem_size` bytes per element.
+pub fn checked_len(shape: &[usize], elem_size: usize) -> Result<usize, TensorError> {
+    let too_big = || {
+        TensorError::Invalid(format!(
+            "shape {shape:?} is too large (over {MAX_TENSOR_BYTES} bytes)"
+        ))
+    };
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(too_big)?;
+    if n.checked_mul(elem_size.max(1))
+        .is_none_or(|bytes| bytes > MAX_TENSOR_BYTES)
+    {
+        return Err(too_big());
+    }
+    Ok(n)
+}
+
 impl Tensor {
     /// Wraps typed data.
     pub fn new(data: TensorData) -> Tensor {
@@ -153,7 +178,7 @@ impl Tensor {
 
     /// A tensor of the given shape from row-major values; the value count must match the shape.
     pub fn from_vec<T: Element>(shape: &[usize], values: Vec<T>) -> Result<Tensor, TensorError> {
-        let expected: usize = shape.iter().product();
+        let expected = checked_len(shape, std::mem::size_of::<T>())?;
         if values.len() != expected {
             return Err(TensorError::LengthMismatch {
                 shape: shape.to_vec(),
@@ -174,6 +199,7 @@ impl Tensor {
 
     /// A tensor of zeros (false for bool) of the given dtype and shape.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, TensorError> {
+        checked_len(shape, dtype.size_of().unwrap_or(1))?;
         let s = IxDyn(shape);
         Ok(Tensor::new(match dtype {
             DType::F32 => TensorData::F32(ArrayD::zeros(s)),
@@ -188,13 +214,23 @@ impl Tensor {
     }
 
     /// Decodes row-major little-endian bytes; the byte count must match the shape.
-    pub fn from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, TensorError> {
-        fn decode<T: Element>(shape: &[usize], bytes: &[u8], size: usize) -> Result<Tensor, TensorError> {
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<Tensor, TensorError> {
+        fn decode<T: Element>(
+            shape: &[usize],
+            bytes: &[u8],
+            size: usize,
+        ) -> Result<Tensor, TensorError> {
             let values = bytes.chunks_exact(size).map(T::from_le).collect();
             Tensor::from_vec(shape, values)
         }
-        let size = dtype.size_of().ok_or(TensorError::UnsupportedDType(dtype))?;
-        let expected: usize = shape.iter().product::<usize>() * size;
+        let size = dtype
+            .size_of()
+            .ok_or(TensorError::UnsupportedDType(dtype))?;
+        let expected = checked_len(shape, size)? * size;
         if bytes.len() != expected {
             return Err(TensorError::ByteLengthMismatch {
                 dtype,
@@ -361,8 +397,18 @@ mod tests {
     #[test]
     fn le_bytes_round_trip_for_every_dtype() {
         for dtype in DType::ALL {
-            let Some(size) = dtype.size_of() else { continue };
-            let bytes: Vec<u8> = (0..6 * size).map(|i| if dtype == DType::Bool { (i % 2) as u8 } else { (i * 37 % 251) as u8 }).collect();
+            let Some(size) = dtype.size_of() else {
+                continue;
+            };
+            let bytes: Vec<u8> = (0..6 * size)
+                .map(|i| {
+                    if dtype == DType::Bool {
+                        (i % 2) as u8
+                    } else {
+                        (i * 37 % 251) as u8
+                    }
+                })
+                .collect();
             let t = Tensor::from_le_bytes(dtype, &[2, 3], &bytes).unwrap();
             assert_eq!(t.dtype(), dtype);
             assert_eq!(t.shape(), &[2, 3]);
@@ -381,11 +427,23 @@ mod tests {
     #[test]
     fn quant_params_must_fit_the_shape() {
         let t = Tensor::from_vec(&[2, 3], vec![0u8; 6]).unwrap();
-        let ok = QuantParams { scales: vec![0.1; 3], zero_points: vec![0; 3], axis: Some(1) };
+        let ok = QuantParams {
+            scales: vec![0.1; 3],
+            zero_points: vec![0; 3],
+            axis: Some(1),
+        };
         assert!(t.clone().with_quant(ok).is_ok());
-        let bad = QuantParams { scales: vec![0.1; 2], zero_points: vec![0; 2], axis: Some(1) };
+        let bad = QuantParams {
+            scales: vec![0.1; 2],
+            zero_points: vec![0; 2],
+            axis: Some(1),
+        };
         assert!(t.clone().with_quant(bad).is_err());
-        let bad_axis = QuantParams { scales: vec![0.1], zero_points: vec![0], axis: Some(2) };
+        let bad_axis = QuantParams {
+            scales: vec![0.1],
+            zero_points: vec![0],
+            axis: Some(2),
+        };
         assert!(t.with_quant(bad_axis).is_err());
     }
 }

@@ -8,7 +8,12 @@ impl Graph {
     /// Makes consumers of `from` read `to` instead. With `only`, just the
     /// inputs of those nodes are switched; otherwise every consumer is.
     /// Returns the number of inputs switched.
-    pub fn reroute(&mut self, from: OutletId, to: OutletId, only: Option<&[NodeId]>) -> Result<usize, GraphError> {
+    pub fn reroute(
+        &mut self,
+        from: OutletId,
+        to: OutletId,
+        only: Option<&[NodeId]>,
+    ) -> Result<usize, GraphError> {
         let inlets: Vec<InletId> = self
             .consumers(from)
             .iter()
@@ -25,7 +30,12 @@ impl Graph {
     /// wants it) and switches the listed consumers of `producer` to read
     /// output 0 of the new node. Returns the new node and the number of
     /// inputs switched.
-    pub fn insert_after(&mut self, producer: OutletId, consumers: &[NodeId], new: NewNode) -> Result<(NodeId, usize), GraphError> {
+    pub fn insert_after(
+        &mut self,
+        producer: OutletId,
+        consumers: &[NodeId],
+        new: NewNode,
+    ) -> Result<(NodeId, usize), GraphError> {
         let id = self.add_node(new)?;
         let targets: Vec<NodeId> = consumers.iter().copied().filter(|&c| c != id).collect();
         let switched = self.reroute(producer, OutletId::new(id, 0), Some(&targets))?;
@@ -61,7 +71,11 @@ impl Graph {
         let mut removed = 0;
         let mut candidates: Vec<NodeId> = self.node_ids().collect();
         while let Some(id) = candidates.pop() {
-            if self.get(id).is_none() || controlled[id.index()] || self.has_consumers(id) || keep(self, id) {
+            if self.get(id).is_none()
+                || controlled[id.index()]
+                || self.has_consumers(id)
+                || keep(self, id)
+            {
                 continue;
             }
             let producers: Vec<NodeId> = self.node(id).inputs().iter().map(|o| o.node).collect();
@@ -81,11 +95,14 @@ impl Graph {
             let inputs = std::mem::take(&mut node.inputs);
             node.control_inputs.clear();
             for (slot, input) in inputs.into_iter().enumerate() {
-                self.consumers[input.node.index()][input.slot].retain(|c| *c != InletId { node: id, slot });
+                self.consumers[input.node.index()][input.slot]
+                    .retain(|c| *c != InletId { node: id, slot });
             }
         }
         for &id in &ids {
-            let node = self.nodes[id.index()].take().unwrap_or_else(|| panic!("node id {} is not live", id.0));
+            let node = self.nodes[id.index()]
+                .take()
+                .unwrap_or_else(|| panic!("node id {} is not live", id.0));
             self.consumers[id.index()].clear();
             self.by_name.remove(&node.name);
             self.live -= 1;
@@ -112,23 +129,37 @@ impl Graph {
 
 #[cfg(test)]
 mod tests {
-    use crate::graph::{Graph, NewNode, OutletId, OutputFact};
     use crate::DType;
+    use crate::graph::{Graph, NewNode, OutletId, OutputFact};
 
     fn chain() -> (Graph, [crate::NodeId; 4]) {
         let mut g = Graph::new();
         let out = || vec![OutputFact::dtype(DType::F32)];
-        let x = g.add_node(NewNode::new("x", "Placeholder").outputs(out())).unwrap();
-        let a = g.add_node(NewNode::new("a", "Relu").inputs([x.into()]).outputs(out())).unwrap();
-        let b = g.add_node(NewNode::new("b", "Relu").inputs([x.into()]).outputs(out())).unwrap();
-        let c = g.add_node(NewNode::new("c", "AddV2").inputs([a.into(), b.into()]).outputs(out())).unwrap();
+        let x = g
+            .add_node(NewNode::new("x", "Placeholder").outputs(out()))
+            .unwrap();
+        let a = g
+            .add_node(NewNode::new("a", "Relu").inputs([x.into()]).outputs(out()))
+            .unwrap();
+        let b = g
+            .add_node(NewNode::new("b", "Relu").inputs([x.into()]).outputs(out()))
+            .unwrap();
+        let c = g
+            .add_node(
+                NewNode::new("c", "AddV2")
+                    .inputs([a.into(), b.into()])
+                    .outputs(out()),
+            )
+            .unwrap();
         (g, [x, a, b, c])
     }
 
     #[test]
     fn insert_after_switches_only_the_chosen_consumers() {
         let (mut g, [x, a, b, _]) = chain();
-        let new = NewNode::new("q", "Identity").inputs([x.into()]).outputs(vec![OutputFact::dtype(DType::F32)]);
+        let new = NewNode::new("q", "Identity")
+            .inputs([x.into()])
+            .outputs(vec![OutputFact::dtype(DType::F32)]);
         let (q, switched) = g.insert_after(x.into(), &[a], new).unwrap();
         assert_eq!(switched, 1);
         assert_eq!(g.node(a).inputs(), &[OutletId::new(q, 0)]);
@@ -152,7 +183,10 @@ mod tests {
     fn retain_ancestors_keeps_what_the_roots_need() {
         let (mut g, [_, a, _, _]) = chain();
         assert_eq!(g.retain_ancestors_of(&[a]), 2);
-        assert_eq!(g.nodes().map(|(_, n)| n.name()).collect::<Vec<_>>(), ["x", "a"]);
+        assert_eq!(
+            g.nodes().map(|(_, n)| n.name()).collect::<Vec<_>>(),
+            ["x", "a"]
+        );
     }
 
     #[test]

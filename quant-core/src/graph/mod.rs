@@ -75,12 +75,18 @@ pub struct OutputFact {
 impl OutputFact {
     /// A fact with known dtype and shape.
     pub fn new(dtype: DType, shape: Shape) -> OutputFact {
-        OutputFact { dtype: Some(dtype), shape: Some(shape) }
+        OutputFact {
+            dtype: Some(dtype),
+            shape: Some(shape),
+        }
     }
 
     /// A fact with known dtype and unknown shape.
     pub fn dtype(dtype: DType) -> OutputFact {
-        OutputFact { dtype: Some(dtype), shape: None }
+        OutputFact {
+            dtype: Some(dtype),
+            shape: None,
+        }
     }
 }
 
@@ -145,12 +151,29 @@ impl Node {
     }
 
     fn attr_error(&self, attr: &str, message: String) -> GraphError {
-        GraphError::Attr { node: self.name.clone(), attr: attr.to_string(), message }
+        GraphError::Attr {
+            node: self.name.clone(),
+            attr: attr.to_string(),
+            message,
+        }
     }
 
-    fn typed_attr<'a, T>(&'a self, name: &str, kind: &str, get: impl Fn(&'a AttrValue) -> Option<T>) -> Result<T, GraphError> {
-        let value = self.attrs.get(name).ok_or_else(|| self.attr_error(name, "missing".into()))?;
-        get(value).ok_or_else(|| self.attr_error(name, format!("expected {kind}, found {}", value.kind().name())))
+    fn typed_attr<'a, T>(
+        &'a self,
+        name: &str,
+        kind: &str,
+        get: impl Fn(&'a AttrValue) -> Option<T>,
+    ) -> Result<T, GraphError> {
+        let value = self
+            .attrs
+            .get(name)
+            .ok_or_else(|| self.attr_error(name, "missing".into()))?;
+        get(value).ok_or_else(|| {
+            self.attr_error(
+                name,
+                format!("expected {kind}, found {}", value.kind().name()),
+            )
+        })
     }
 
     /// Integer attribute `name`, or an error naming the node and attribute.
@@ -228,7 +251,11 @@ pub struct NewNode {
 impl NewNode {
     /// A node with the given name and op type, no inputs, attributes or outputs yet.
     pub fn new(name: impl Into<String>, op: impl Into<String>) -> NewNode {
-        NewNode { name: name.into(), op: op.into(), ..NewNode::default() }
+        NewNode {
+            name: name.into(),
+            op: op.into(),
+            ..NewNode::default()
+        }
     }
 
     /// Sets the data inputs.
@@ -266,7 +293,9 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
         return Err("node names must not be empty".into());
     }
     if name.contains(':') || name.starts_with('^') || name.chars().any(char::is_whitespace) {
-        return Err(format!("invalid node name '{name}': names cannot contain ':' or whitespace, or start with '^'"));
+        return Err(format!(
+            "invalid node name '{name}': names cannot contain ':' or whitespace, or start with '^'"
+        ));
     }
     Ok(())
 }
@@ -289,12 +318,19 @@ impl Graph {
 
     /// Ids of the live nodes in creation order.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.is_some()).map(|(i, _)| NodeId(i as u32))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_some())
+            .map(|(i, _)| NodeId(i as u32))
     }
 
     /// The live nodes in creation order.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
-        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (NodeId(i as u32), n)))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (NodeId(i as u32), n)))
     }
 
     /// The node `id`, or `None` if it was removed or never existed.
@@ -328,7 +364,8 @@ impl Graph {
 
     /// The id of the node called `name`, or [`GraphError::UnknownNode`].
     pub fn require(&self, name: &str) -> Result<NodeId, GraphError> {
-        self.id(name).ok_or_else(|| GraphError::UnknownNode(name.to_string()))
+        self.id(name)
+            .ok_or_else(|| GraphError::UnknownNode(name.to_string()))
     }
 
     /// The node called `name`.
@@ -370,7 +407,11 @@ impl Graph {
     /// The `name:slot` form of an output (`name` alone for slot 0).
     pub fn outlet_name(&self, outlet: OutletId) -> String {
         let name = self.node(outlet.node).name();
-        if outlet.slot == 0 { name.to_string() } else { format!("{name}:{}", outlet.slot) }
+        if outlet.slot == 0 {
+            name.to_string()
+        } else {
+            format!("{name}:{}", outlet.slot)
+        }
     }
 
     /// Resolves `name`, `name:k` to an output of this graph.
@@ -396,12 +437,19 @@ impl Graph {
         Ok(OutletId::new(node, slot))
     }
 
-    fn check_outlet(&self, consumer: &str, index: usize, outlet: OutletId) -> Result<(), GraphError> {
-        let producer = self.get(outlet.node).ok_or_else(|| GraphError::DanglingInput {
-            node: consumer.to_string(),
-            index,
-            input: format!("#{}", outlet.node.0),
-        })?;
+    fn check_outlet(
+        &self,
+        consumer: &str,
+        index: usize,
+        outlet: OutletId,
+    ) -> Result<(), GraphError> {
+        let producer = self
+            .get(outlet.node)
+            .ok_or_else(|| GraphError::DanglingInput {
+                node: consumer.to_string(),
+                index,
+                input: format!("#{}", outlet.node.0),
+            })?;
         if outlet.slot >= producer.outputs.len() {
             return Err(GraphError::BadOutputSlot {
                 node: consumer.to_string(),
@@ -454,7 +502,8 @@ impl Graph {
         }
         let old = std::mem::take(&mut self.node_mut(id).inputs);
         for (slot, input) in old.into_iter().enumerate() {
-            self.consumers[input.node.index()][input.slot].retain(|c| *c != InletId { node: id, slot });
+            self.consumers[input.node.index()][input.slot]
+                .retain(|c| *c != InletId { node: id, slot });
         }
         for (slot, &input) in inputs.iter().enumerate() {
             self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
@@ -467,12 +516,16 @@ impl Graph {
     pub fn set_input(&mut self, inlet: InletId, outlet: OutletId) -> Result<(), GraphError> {
         let name = self.node(inlet.node).name.clone();
         self.check_outlet(&name, inlet.slot, outlet)?;
-        let old = *self.node(inlet.node).inputs.get(inlet.slot).ok_or_else(|| GraphError::Arity {
-            node: name.clone(),
-            op: self.node(inlet.node).op.clone(),
-            expected: format!("an input at position {}", inlet.slot),
-            found: self.node(inlet.node).inputs.len(),
-        })?;
+        let old = *self
+            .node(inlet.node)
+            .inputs
+            .get(inlet.slot)
+            .ok_or_else(|| GraphError::Arity {
+                node: name.clone(),
+                op: self.node(inlet.node).op.clone(),
+                expected: format!("an input at position {}", inlet.slot),
+                found: self.node(inlet.node).inputs.len(),
+            })?;
         self.consumers[old.node.index()][old.slot].retain(|c| *c != inlet);
         self.consumers[outlet.node.index()][outlet.slot].push(inlet);
         self.node_mut(inlet.node).inputs[inlet.slot] = outlet;
@@ -499,7 +552,9 @@ impl Graph {
 
     /// Sets attribute `name` of node `id`.
     pub fn set_attr(&mut self, id: NodeId, name: &str, value: impl Into<AttrValue>) {
-        self.node_mut(id).attrs.insert(name.to_string(), value.into());
+        self.node_mut(id)
+            .attrs
+            .insert(name.to_string(), value.into());
     }
 
     /// Replaces the output facts of `id`. Removing output slots that still
@@ -507,7 +562,10 @@ impl Graph {
     pub fn set_outputs(&mut self, id: NodeId, outputs: Vec<OutputFact>) -> Result<(), GraphError> {
         let slots = &mut self.consumers[id.index()];
         if let Some(used) = slots.iter().skip(outputs.len()).position(|s| !s.is_empty()) {
-            let node = self.nodes[id.index()].as_ref().map(|n| n.name.clone()).unwrap_or_default();
+            let node = self.nodes[id.index()]
+                .as_ref()
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
             let consumer = slots[outputs.len() + used][0].node;
             return Err(GraphError::BadOutputSlot {
                 node: self.node(consumer).name.clone(),
@@ -528,12 +586,18 @@ impl Graph {
             return Err(GraphError::Inference {
                 node: self.node(id).name.clone(),
                 op: self.node(id).op.clone(),
-                message: format!("cannot remove it while '{}' consumes it", self.node(*consumer).name),
+                message: format!(
+                    "cannot remove it while '{}' consumes it",
+                    self.node(*consumer).name
+                ),
             });
         }
-        let node = self.nodes[id.index()].take().unwrap_or_else(|| panic!("node id {} is not live", id.0));
+        let node = self.nodes[id.index()]
+            .take()
+            .unwrap_or_else(|| panic!("node id {} is not live", id.0));
         for (slot, input) in node.inputs.iter().enumerate() {
-            self.consumers[input.node.index()][input.slot].retain(|c| *c != InletId { node: id, slot });
+            self.consumers[input.node.index()][input.slot]
+                .retain(|c| *c != InletId { node: id, slot });
         }
         self.consumers[id.index()].clear();
         self.by_name.remove(&node.name);
@@ -549,7 +613,9 @@ impl PartialEq for Graph {
         if self.len() != other.len() {
             return false;
         }
-        let outlet_eq = |a: &OutletId, b: &OutletId| a.slot == b.slot && self.node(a.node).name == other.node(b.node).name;
+        let outlet_eq = |a: &OutletId, b: &OutletId| {
+            a.slot == b.slot && self.node(a.node).name == other.node(b.node).name
+        };
         self.nodes().zip(other.nodes()).all(|((_, a), (_, b))| {
             a.name == b.name
                 && a.op == b.op
@@ -558,7 +624,10 @@ impl PartialEq for Graph {
                 && a.inputs.len() == b.inputs.len()
                 && a.inputs.iter().zip(&b.inputs).all(|(x, y)| outlet_eq(x, y))
                 && a.control_inputs.len() == b.control_inputs.len()
-                && a.control_inputs.iter().zip(&b.control_inputs).all(|(x, y)| self.node(*x).name == other.node(*y).name)
+                && a.control_inputs
+                    .iter()
+                    .zip(&b.control_inputs)
+                    .all(|(x, y)| self.node(*x).name == other.node(*y).name)
         })
     }
 }

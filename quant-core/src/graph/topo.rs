@@ -62,8 +62,12 @@ mod tests {
     fn order_respects_inputs_and_finds_cycles() {
         let mut g = Graph::new();
         let out = || vec![OutputFact::default()];
-        let b = g.add_node(NewNode::new("b", "Relu").outputs(out())).unwrap();
-        let a = g.add_node(NewNode::new("a", "Placeholder").outputs(out())).unwrap();
+        let b = g
+            .add_node(NewNode::new("b", "Relu").outputs(out()))
+            .unwrap();
+        let a = g
+            .add_node(NewNode::new("a", "Placeholder").outputs(out()))
+            .unwrap();
         g.set_inputs(b, vec![a.into()]).unwrap();
         assert_eq!(g.topological_order().unwrap(), vec![a, b]);
 

@@ -48,7 +48,11 @@ pub enum OpTypes {
 impl OpTypes {
     /// Parses `*` or `A|B|C`.
     pub fn parse(text: &str) -> OpTypes {
-        if text == "*" { OpTypes::Any } else { OpTypes::OneOf(text.split('|').map(str::to_string).collect()) }
+        if text == "*" {
+            OpTypes::Any
+        } else {
+            OpTypes::OneOf(text.split('|').map(str::to_string).collect())
+        }
     }
 
     /// Whether `op` is accepted.
@@ -62,7 +66,11 @@ impl OpTypes {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Op { types: OpTypes, inputs: Option<Vec<PatternId>>, ordered: bool },
+    Op {
+        types: OpTypes,
+        inputs: Option<Vec<PatternId>>,
+        ordered: bool,
+    },
     OneOf(Vec<PatternId>),
 }
 
@@ -146,7 +154,11 @@ impl PatternBuilder {
     pub fn op(&mut self, types: &str) -> OpPattern<'_> {
         let id = PatternId(self.nodes.len());
         self.nodes.push(PatternNode {
-            kind: Kind::Op { types: OpTypes::parse(types), inputs: None, ordered: true },
+            kind: Kind::Op {
+                types: OpTypes::parse(types),
+                inputs: None,
+                ordered: true,
+            },
             name: None,
         });
         OpPattern { builder: self, id }
@@ -160,7 +172,10 @@ impl PatternBuilder {
     /// A pattern matching the first of `alternatives` that matches.
     pub fn one_of(&mut self, alternatives: impl IntoIterator<Item = PatternId>) -> PatternId {
         let id = PatternId(self.nodes.len());
-        self.nodes.push(PatternNode { kind: Kind::OneOf(alternatives.into_iter().collect()), name: None });
+        self.nodes.push(PatternNode {
+            kind: Kind::OneOf(alternatives.into_iter().collect()),
+            name: None,
+        });
         id
     }
 
@@ -171,7 +186,9 @@ impl PatternBuilder {
 
     /// Finishes the pattern with `root` as the pattern tried on each node.
     pub fn build(self, root: PatternId) -> Result<Pattern, PatternError> {
-        let label = |i: usize, nodes: &[PatternNode]| nodes[i].name.clone().unwrap_or_else(|| format!("#{i}"));
+        let label = |i: usize, nodes: &[PatternNode]| {
+            nodes[i].name.clone().unwrap_or_else(|| format!("#{i}"))
+        };
         if root.0 >= self.nodes.len() {
             return Err(PatternError::ForeignId(format!("#{}", root.0)));
         }
@@ -185,11 +202,16 @@ impl PatternBuilder {
                     }
                     let inputs = inputs.as_deref().unwrap_or(&[]);
                     if inputs.len() > MAX_PATTERN_INPUTS {
-                        return Err(PatternError::TooManyInputs(label(i, &self.nodes), inputs.len()));
+                        return Err(PatternError::TooManyInputs(
+                            label(i, &self.nodes),
+                            inputs.len(),
+                        ));
                     }
                     inputs
                 }
-                Kind::OneOf(alts) if alts.is_empty() => return Err(PatternError::EmptyOneOf(label(i, &self.nodes))),
+                Kind::OneOf(alts) if alts.is_empty() => {
+                    return Err(PatternError::EmptyOneOf(label(i, &self.nodes)));
+                }
                 Kind::OneOf(alts) => alts,
             };
             // Children are created before their parents, which also rules out cycles.
@@ -197,7 +219,10 @@ impl PatternBuilder {
                 return Err(PatternError::ForeignId(label(i, &self.nodes)));
             }
         }
-        Ok(Pattern { nodes: self.nodes, root })
+        Ok(Pattern {
+            nodes: self.nodes,
+            root,
+        })
     }
 }
 
@@ -228,7 +253,8 @@ pub struct Match<'p> {
 impl Match<'_> {
     /// The node the root pattern matched.
     pub fn root(&self) -> NodeId {
-        self.node(self.pattern.root).unwrap_or_else(|| unreachable!("a match always binds its root"))
+        self.node(self.pattern.root)
+            .unwrap_or_else(|| unreachable!("a match always binds its root"))
     }
 
     /// The binding of pattern `id`, if it took part in the match.
@@ -278,7 +304,11 @@ struct State {
 impl State {
     fn bind(&mut self, id: PatternId, node: NodeId, tensor: Option<OutletId>) {
         self.order += 1;
-        let old = self.bindings[id.0].replace(Binding { node, tensor, order: self.order });
+        let old = self.bindings[id.0].replace(Binding {
+            node,
+            tensor,
+            order: self.order,
+        });
         self.trail.push((id, old));
     }
 
@@ -293,8 +323,13 @@ impl State {
 
 /// Advances `perm` to the next permutation in lexicographic order; false after the last.
 fn next_permutation(perm: &mut [usize]) -> bool {
-    let Some(i) = (1..perm.len()).rev().find(|&i| perm[i - 1] < perm[i]) else { return false };
-    let j = (i..perm.len()).rev().find(|&j| perm[j] > perm[i - 1]).unwrap_or(i);
+    let Some(i) = (1..perm.len()).rev().find(|&i| perm[i - 1] < perm[i]) else {
+        return false;
+    };
+    let j = (i..perm.len())
+        .rev()
+        .find(|&j| perm[j] > perm[i - 1])
+        .unwrap_or(i);
     perm.swap(i - 1, j);
     perm[i..].reverse();
     true
@@ -308,11 +343,18 @@ impl Pattern {
 
     /// The pattern called `name` (the first with that name).
     pub fn find(&self, name: &str) -> Option<PatternId> {
-        self.nodes.iter().position(|n| n.name.as_deref() == Some(name)).map(PatternId)
+        self.nodes
+            .iter()
+            .position(|n| n.name.as_deref() == Some(name))
+            .map(PatternId)
     }
 
     fn state(&self) -> State {
-        State { bindings: vec![None; self.nodes.len()], trail: Vec::new(), order: 0 }
+        State {
+            bindings: vec![None; self.nodes.len()],
+            trail: Vec::new(),
+            order: 0,
+        }
     }
 
     /// Matches the root pattern against `node`.
@@ -325,7 +367,10 @@ impl Pattern {
         state.rollback(0);
         state.order = 0;
         if self.matches(self.root, graph, node, None, state) {
-            Some(Match { pattern: self, bindings: state.bindings.clone() })
+            Some(Match {
+                pattern: self,
+                bindings: state.bindings.clone(),
+            })
         } else {
             None
         }
@@ -334,10 +379,19 @@ impl Pattern {
     /// Tries the root pattern on every node in creation order, yielding each match.
     pub fn match_graph<'a>(&'a self, graph: &'a Graph) -> impl Iterator<Item = Match<'a>> + 'a {
         let mut state = self.state();
-        graph.node_ids().filter_map(move |id| self.try_root(graph, id, &mut state))
+        graph
+            .node_ids()
+            .filter_map(move |id| self.try_root(graph, id, &mut state))
     }
 
-    fn matches(&self, id: PatternId, graph: &Graph, node: NodeId, tensor: Option<OutletId>, state: &mut State) -> bool {
+    fn matches(
+        &self,
+        id: PatternId,
+        graph: &Graph,
+        node: NodeId,
+        tensor: Option<OutletId>,
+        state: &mut State,
+    ) -> bool {
         match &self.nodes[id.0].kind {
             Kind::OneOf(alternatives) => {
                 for &alt in alternatives {
@@ -350,7 +404,11 @@ impl Pattern {
                 }
                 false
             }
-            Kind::Op { types, inputs, ordered } => {
+            Kind::Op {
+                types,
+                inputs,
+                ordered,
+            } => {
                 let n = graph.node(node);
                 if !types.accepts(n.op()) {
                     return false;
@@ -365,10 +423,9 @@ impl Pattern {
                 let mut perm: Vec<usize> = (0..subs.len()).collect();
                 loop {
                     let inner = state.trail.len();
-                    let all = perm
-                        .iter()
-                        .zip(n.inputs())
-                        .all(|(&p, &input)| self.matches(subs[p], graph, input.node, Some(input), state));
+                    let all = perm.iter().zip(n.inputs()).all(|(&p, &input)| {
+                        self.matches(subs[p], graph, input.node, Some(input), state)
+                    });
                     if all {
                         return true;
                     }
@@ -395,6 +452,16 @@ mod tests {
         while next_permutation(&mut p) {
             seen.push(p.clone());
         }
-        assert_eq!(seen, [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]]);
+        assert_eq!(
+            seen,
+            [
+                [0, 1, 2],
+                [0, 2, 1],
+                [1, 0, 2],
+                [1, 2, 0],
+                [2, 0, 1],
+                [2, 1, 0]
+            ]
+        );
     }
 }

@@ -9,7 +9,9 @@ pub struct Rng {
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed ^ 0x5DEE_CE66_D1CE_5EED }
+        Rng {
+            state: seed ^ 0x5DEE_CE66_D1CE_5EED,
+        }
     }
 
     /// The next 64 random bits.

@@ -23,18 +23,12 @@ use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 /// Options shared by the built-in models.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ModelOptions {
     /// Seed of the parameter initialiser.
     pub seed: u64,
     /// Whether batch norms compute batch statistics (`is_training`).
     pub training: bool,
-}
-
-impl Default for ModelOptions {
-    fn default() -> Self {
-        ModelOptions { seed: 0, training: false }
-    }
 }
 
 /// The names of the built-in models, as accepted by [`builtin`].
@@ -61,15 +55,36 @@ struct Layers<'a, 'r> {
 }
 
 impl Layers<'_, '_> {
-    fn weights(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<OutletId, GraphError> {
+    fn weights(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        fan_in: usize,
+    ) -> Result<OutletId, GraphError> {
         let std = (2.0 / fan_in as f32).sqrt();
-        let values = (0..shape.iter().product()).map(|_| self.rng.normal() * std).collect();
-        let t = Tensor::from_vec(shape, values).map_err(|source| GraphError::Tensor { node: name.into(), source })?;
+        let values = (0..shape.iter().product())
+            .map(|_| self.rng.normal() * std)
+            .collect();
+        let t = Tensor::from_vec(shape, values).map_err(|source| GraphError::Tensor {
+            node: name.into(),
+            source,
+        })?;
         self.b.variable(name, t, true)
     }
 
-    fn filled(&mut self, name: &str, channels: usize, value: f32, trainable: bool) -> Result<OutletId, GraphError> {
-        let t = Tensor::from_vec(&[channels], vec![value; channels]).map_err(|source| GraphError::Tensor { node: name.into(), source })?;
+    fn filled(
+        &mut self,
+        name: &str,
+        channels: usize,
+        value: f32,
+        trainable: bool,
+    ) -> Result<OutletId, GraphError> {
+        let t = Tensor::from_vec(&[channels], vec![value; channels]).map_err(|source| {
+            GraphError::Tensor {
+                node: name.into(),
+                source,
+            }
+        })?;
         self.b.variable(name, t, trainable)
     }
 
@@ -81,20 +96,56 @@ impl Layers<'_, '_> {
         let beta = self.filled(&format!("{scope}/beta"), channels, 0.0, true)?;
         let mean = self.filled(&format!("{scope}/moving_mean"), channels, 0.0, false)?;
         let var = self.filled(&format!("{scope}/moving_variance"), channels, 1.0, false)?;
-        let bn = self.b.fused_batch_norm(&format!("{scope}/FusedBatchNormV3"), x, gamma, beta, mean, var, 0.001, training)?;
+        let bn = self.b.fused_batch_norm(
+            &format!("{scope}/FusedBatchNormV3"),
+            x,
+            gamma,
+            beta,
+            mean,
+            var,
+            0.001,
+            training,
+        )?;
         Ok(bn.into())
     }
 
     /// `scope/{weights, Conv2D|depthwise, BatchNorm/..., Relu6?}`.
-    fn conv_bn(&mut self, scope: &str, x: OutletId, kernel: usize, out: usize, depthwise: bool, relu6: bool) -> Result<OutletId, GraphError> {
-        let in_c = self.b.graph().fact(x).shape.as_ref().and_then(|s| s.dim(3)).unwrap_or(1);
+    fn conv_bn(
+        &mut self,
+        scope: &str,
+        x: OutletId,
+        kernel: usize,
+        out: usize,
+        depthwise: bool,
+        relu6: bool,
+    ) -> Result<OutletId, GraphError> {
+        let in_c = self
+            .b
+            .graph()
+            .fact(x)
+            .shape
+            .as_ref()
+            .and_then(|s| s.dim(3))
+            .unwrap_or(1);
         self.b.scope(scope, |b| {
-            let mut l = Layers { b, rng: self.rng.fork(), training: self.training };
+            let mut l = Layers {
+                b,
+                rng: self.rng.fork(),
+                training: self.training,
+            };
             let y = if depthwise {
-                let w = l.weights("depthwise_weights", &[kernel, kernel, in_c, 1], kernel * kernel)?;
+                let w = l.weights(
+                    "depthwise_weights",
+                    &[kernel, kernel, in_c, 1],
+                    kernel * kernel,
+                )?;
                 l.b.depthwise_conv2d("depthwise", x, w, [1, 1], Padding::Same)?
             } else {
-                let w = l.weights("weights", &[kernel, kernel, in_c, out], kernel * kernel * in_c)?;
+                let w = l.weights(
+                    "weights",
+                    &[kernel, kernel, in_c, out],
+                    kernel * kernel * in_c,
+                )?;
                 l.b.conv2d("Conv2D", x, w, [1, 1], Padding::Same)?
             };
             let channels = if depthwise { in_c } else { out };
@@ -104,9 +155,18 @@ impl Layers<'_, '_> {
     }
 
     /// `logits/{weights, biases, MatMul, BiasAdd}`: a dense layer without activation.
-    fn dense(&mut self, x: OutletId, inputs: usize, outputs: usize) -> Result<OutletId, GraphError> {
+    fn dense(
+        &mut self,
+        x: OutletId,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<OutletId, GraphError> {
         self.b.scope("logits", |b| {
-            let mut l = Layers { b, rng: self.rng.fork(), training: self.training };
+            let mut l = Layers {
+                b,
+                rng: self.rng.fork(),
+                training: self.training,
+            };
             let w = l.weights("weights", &[inputs, outputs], inputs)?;
             let bias = l.filled("biases", outputs, 0.0, true)?;
             let y = l.b.matmul("MatMul", x, w, false, false)?;
@@ -116,7 +176,11 @@ impl Layers<'_, '_> {
 }
 
 fn input(b: &mut GraphBuilder<'_>) -> Result<OutletId, GraphError> {
-    b.placeholder(INPUT, DType::F32, Shape(vec![None, Some(28), Some(28), Some(1)]))
+    b.placeholder(
+        INPUT,
+        DType::F32,
+        Shape(vec![None, Some(28), Some(28), Some(1)]),
+    )
 }
 
 /// The MNIST CNN: `input [N,28,28,1]` → conv1 5×5×16 + BN + ReLU6 → max pool 2 →
@@ -124,12 +188,18 @@ fn input(b: &mut GraphBuilder<'_>) -> Result<OutletId, GraphError> {
 /// (`logits/BiasAdd`).
 pub fn mnist_cnn(options: ModelOptions) -> Result<Graph, GraphError> {
     let mut b = GraphBuilder::new();
-    let mut l = Layers { b: &mut b, rng: Rng::new(options.seed), training: options.training };
+    let mut l = Layers {
+        b: &mut b,
+        rng: Rng::new(options.seed),
+        training: options.training,
+    };
     let x = input(l.b)?;
     let x = l.conv_bn("conv1", x, 5, 16, false, true)?;
-    let x = l.b.pool("MaxPool", "pool1/MaxPool", x, 2, 2, Padding::Valid)?;
+    let x =
+        l.b.pool("MaxPool", "pool1/MaxPool", x, 2, 2, Padding::Valid)?;
     let x = l.conv_bn("conv2", x, 5, 32, false, true)?;
-    let x = l.b.pool("MaxPool", "pool2/MaxPool", x, 2, 2, Padding::Valid)?;
+    let x =
+        l.b.pool("MaxPool", "pool2/MaxPool", x, 2, 2, Padding::Valid)?;
     let x = l.b.reshape("flatten/Reshape", x, &[-1, 7 * 7 * 32])?;
     l.dense(x, 7 * 7 * 32, 10)?;
     Ok(b.finish())
@@ -143,13 +213,22 @@ pub fn mnist_cnn(options: ModelOptions) -> Result<Graph, GraphError> {
 /// dense 10 (`logits/BiasAdd`).
 pub fn resnet_block(options: ModelOptions) -> Result<Graph, GraphError> {
     let mut b = GraphBuilder::new();
-    let mut l = Layers { b: &mut b, rng: Rng::new(options.seed), training: options.training };
+    let mut l = Layers {
+        b: &mut b,
+        rng: Rng::new(options.seed),
+        training: options.training,
+    };
     let x = input(l.b)?;
     let x = l.conv_bn("stem", x, 3, 8, false, true)?;
-    let x = l.b.pool("MaxPool", "stem/MaxPool", x, 2, 2, Padding::Valid)?;
+    let x =
+        l.b.pool("MaxPool", "stem/MaxPool", x, 2, 2, Padding::Valid)?;
     let block_in = x;
     let y = l.b.scope("block1", |b| {
-        let mut l = Layers { b, rng: l.rng.fork(), training: options.training };
+        let mut l = Layers {
+            b,
+            rng: l.rng.fork(),
+            training: options.training,
+        };
         let y = l.conv_bn("conv_a", block_in, 3, 8, false, true)?;
         let y = l.conv_bn("conv_b", y, 3, 8, false, false)?;
         let y = l.b.binary("AddV2", "add", y, block_in)?;
@@ -159,7 +238,11 @@ pub fn resnet_block(options: ModelOptions) -> Result<Graph, GraphError> {
     let y = l.conv_bn("separable/pointwise", y, 1, 16, false, true)?;
     let block_in = y;
     let y = l.b.scope("block2", |b| {
-        let mut l = Layers { b, rng: l.rng.fork(), training: options.training };
+        let mut l = Layers {
+            b,
+            rng: l.rng.fork(),
+            training: options.training,
+        };
         let y = l.conv_bn("conv", block_in, 1, 16, false, true)?;
         l.b.binary("AddV2", "add", block_in, y)
     })?;
@@ -178,7 +261,11 @@ mod tests {
             let g = builtin(name, ModelOptions::default()).unwrap().unwrap();
             g.validate(crate::OpRegistry::builtin()).unwrap();
             let logits = g.by_name(LOGITS).unwrap();
-            assert_eq!(logits.outputs()[0].shape, Some(Shape(vec![None, Some(10)])), "{name}");
+            assert_eq!(
+                logits.outputs()[0].shape,
+                Some(Shape(vec![None, Some(10)])),
+                "{name}"
+            );
             assert!(g.by_name(INPUT).is_some());
         }
     }
@@ -187,7 +274,11 @@ mod tests {
     fn same_seed_same_graph_other_seed_other_weights() {
         let a = mnist_cnn(ModelOptions::default()).unwrap();
         let b = mnist_cnn(ModelOptions::default()).unwrap();
-        let c = mnist_cnn(ModelOptions { seed: 1, ..ModelOptions::default() }).unwrap();
+        let c = mnist_cnn(ModelOptions {
+            seed: 1,
+            ..ModelOptions::default()
+        })
+        .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

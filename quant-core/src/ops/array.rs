@@ -16,7 +16,10 @@ fn shape_attr(ctx: &InferCtx<'_>, name: &str) -> Option<Shape> {
 }
 
 fn source(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
-    Ok(vec![OutputFact { dtype: ctx.type_attr("dtype"), shape: shape_attr(ctx, "shape") }])
+    Ok(vec![OutputFact {
+        dtype: ctx.type_attr("dtype"),
+        shape: shape_attr(ctx, "shape"),
+    }])
 }
 
 fn konst(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
@@ -25,9 +28,15 @@ fn konst(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
         _ => return Err("attribute 'value' must be a tensor".into()),
     };
     if let Some(declared) = ctx.type_attr("dtype").filter(|d| *d != value.dtype()) {
-        return Err(format!("attribute 'dtype' is {declared} but the value is {}", value.dtype()));
+        return Err(format!(
+            "attribute 'dtype' is {declared} but the value is {}",
+            value.dtype()
+        ));
     }
-    Ok(vec![OutputFact::new(value.dtype(), Shape::known(value.shape()))])
+    Ok(vec![OutputFact::new(
+        value.dtype(),
+        Shape::known(value.shape()),
+    )])
 }
 
 fn variable(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
@@ -35,12 +44,19 @@ fn variable(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     let shape = shape_attr(ctx, "shape");
     if let Some(AttrValue::Tensor(init)) = ctx.attr("initial_value") {
         if Some(init.dtype()) != dtype {
-            return Err(format!("initial value is {} but the variable is {}", init.dtype(), dtype.map_or("?", DType::name)));
+            return Err(format!(
+                "initial value is {} but the variable is {}",
+                init.dtype(),
+                dtype.map_or("?", DType::name)
+            ));
         }
         if let Some(s) = &shape
             && s.as_known().as_deref() != Some(init.shape())
         {
-            return Err(format!("initial value has shape {:?} but the variable has shape {s}", init.shape()));
+            return Err(format!(
+                "initial value has shape {:?} but the variable has shape {s}",
+                init.shape()
+            ));
         }
     }
     Ok(vec![OutputFact { dtype, shape }])
@@ -50,12 +66,19 @@ fn reshape(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     let dtype = ctx.dtype0();
     let Some(target) = ctx.const_ints(1)? else {
         let rank = ctx.shape(1)?.and_then(|s| s.dim(0));
-        return Ok(vec![OutputFact { dtype, shape: rank.map(|r| Shape(vec![None; r])) }]);
+        return Ok(vec![OutputFact {
+            dtype,
+            shape: rank.map(|r| Shape(vec![None; r])),
+        }]);
     };
     if target.iter().filter(|&&d| d == -1).count() > 1 || target.iter().any(|&d| d < -1) {
         return Err(format!("invalid target shape {target:?}"));
     }
-    let known: usize = target.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+    let known = target
+        .iter()
+        .filter(|&&d| d >= 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .ok_or_else(|| format!("target shape {target:?} is too large"))?;
     let total = ctx.shape(0)?.and_then(Shape::num_elements);
     let mut dims = Vec::with_capacity(target.len());
     for &d in &target {
@@ -64,7 +87,9 @@ fn reshape(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
         } else {
             match total {
                 Some(t) if known > 0 && t % known == 0 => Some(t / known),
-                Some(t) if known > 0 => return Err(format!("cannot reshape {t} elements to {target:?}")),
+                Some(t) if known > 0 => {
+                    return Err(format!("cannot reshape {t} elements to {target:?}"));
+                }
                 _ => None,
             }
         });
@@ -75,7 +100,10 @@ fn reshape(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     {
         return Err(format!("cannot reshape {t} elements to {target:?}"));
     }
-    Ok(vec![OutputFact { dtype, shape: Some(out) }])
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(out),
+    }])
 }
 
 fn concat(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
@@ -86,7 +114,10 @@ fn concat(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
         return Ok(vec![OutputFact { dtype, shape: None }]);
     };
     let Some(axis) = ctx.const_ints(n)?.and_then(|v| v.first().copied()) else {
-        return Ok(vec![OutputFact { dtype, shape: Some(Shape(vec![None; rank])) }]);
+        return Ok(vec![OutputFact {
+            dtype,
+            shape: Some(Shape(vec![None; rank])),
+        }]);
     };
     let axis = norm_axis(axis, rank)?;
     let mut dims = vec![None; rank];
@@ -97,40 +128,67 @@ fn concat(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
             continue;
         };
         if s.rank() != rank {
-            return Err(format!("input {i} has rank {} where input 0 has rank {rank}", s.rank()));
+            return Err(format!(
+                "input {i} has rank {} where input 0 has rank {rank}",
+                s.rank()
+            ));
         }
         for (d, slot) in dims.iter_mut().enumerate() {
             if d == axis {
                 continue;
             }
             match (*slot, s.0[d]) {
-                (Some(a), Some(b)) if a != b => return Err(format!("input {i} has size {b} in dimension {d}, expected {a}")),
+                (Some(a), Some(b)) if a != b => {
+                    return Err(format!(
+                        "input {i} has size {b} in dimension {d}, expected {a}"
+                    ));
+                }
                 (None, b) => *slot = b,
                 _ => {}
             }
         }
-        along = along.and_then(|a| s.0[axis].map(|b| a + b));
+        along = along.and_then(|a| s.0[axis].and_then(|b| a.checked_add(b)));
     }
     dims[axis] = along;
-    Ok(vec![OutputFact { dtype, shape: Some(Shape(dims)) }])
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(Shape(dims)),
+    }])
 }
 
 fn pad(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     let dtype = ctx.dtype0();
     let (Some(shape), Some(p)) = (ctx.shape(0)?, ctx.const_ints(1)?) else {
-        return Ok(vec![OutputFact { dtype, shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])) }]);
+        return Ok(vec![OutputFact {
+            dtype,
+            shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])),
+        }]);
     };
     if p.len() != 2 * shape.rank() || p.iter().any(|&v| v < 0) {
         return Err(format!("paddings {p:?} do not fit rank {}", shape.rank()));
     }
-    let dims = shape.0.iter().enumerate().map(|(i, d)| d.map(|d| d + (p[2 * i] + p[2 * i + 1]) as usize)).collect();
-    Ok(vec![OutputFact { dtype, shape: Some(Shape(dims)) }])
+    let dims = shape
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.and_then(|d| d.checked_add(p[2 * i].checked_add(p[2 * i + 1])? as usize)))
+        .collect();
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(Shape(dims)),
+    }])
 }
 
 fn squeeze(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     let dtype = ctx.dtype0();
-    let Some(shape) = ctx.shape(0)? else { return Ok(vec![OutputFact { dtype, shape: None }]) };
-    let axes: Vec<usize> = ctx.ints("squeeze_dims")?.iter().map(|&a| norm_axis(a, shape.rank())).collect::<Result<_, _>>()?;
+    let Some(shape) = ctx.shape(0)? else {
+        return Ok(vec![OutputFact { dtype, shape: None }]);
+    };
+    let axes: Vec<usize> = ctx
+        .ints("squeeze_dims")?
+        .iter()
+        .map(|&a| norm_axis(a, shape.rank()))
+        .collect::<Result<_, _>>()?;
     let mut dims = Vec::new();
     for (i, d) in shape.0.iter().enumerate() {
         let listed = axes.contains(&i);
@@ -142,11 +200,17 @@ fn squeeze(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
             other => dims.push(*other),
         }
     }
-    Ok(vec![OutputFact { dtype, shape: Some(Shape(dims)) }])
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(Shape(dims)),
+    }])
 }
 
 fn same_rank_unknown_dims(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
-    Ok(vec![OutputFact { dtype: ctx.dtype0(), shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])) }])
+    Ok(vec![OutputFact {
+        dtype: ctx.dtype0(),
+        shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])),
+    }])
 }
 
 pub(super) fn specs() -> Vec<OpSpec> {
@@ -163,16 +227,24 @@ pub(super) fn specs() -> Vec<OpSpec> {
         OpSpec::new("VariableV2", Arity::Exact(0), 1, source)
             .required("dtype", AttrKind::Type)
             .required("shape", AttrKind::Shape),
-        OpSpec::new("VarHandleOp", Arity::Exact(0), 1, |_| Ok(vec![OutputFact::new(DType::Resource, Shape::scalar())]))
-            .required("dtype", AttrKind::Type)
-            .required("shape", AttrKind::Shape),
-        OpSpec::new("ReadVariableOp", Arity::Exact(1), 1, |ctx| Ok(vec![OutputFact { dtype: ctx.type_attr("dtype"), shape: None }]))
-            .required("dtype", AttrKind::Type),
+        OpSpec::new("VarHandleOp", Arity::Exact(0), 1, |_| {
+            Ok(vec![OutputFact::new(DType::Resource, Shape::scalar())])
+        })
+        .required("dtype", AttrKind::Type)
+        .required("shape", AttrKind::Shape),
+        OpSpec::new("ReadVariableOp", Arity::Exact(1), 1, |ctx| {
+            Ok(vec![OutputFact {
+                dtype: ctx.type_attr("dtype"),
+                shape: None,
+            }])
+        })
+        .required("dtype", AttrKind::Type),
         OpSpec::new("Identity", Arity::Exact(1), 1, |ctx| ctx.same_as_input0()),
         OpSpec::new("Reshape", Arity::Exact(2), 1, reshape),
         OpSpec::new("ConcatV2", Arity::AttrPlus("N", 1), 1, concat).required("N", AttrKind::Int),
         OpSpec::new("Pad", Arity::Exact(2), 1, pad),
-        OpSpec::new("Squeeze", Arity::Exact(1), 1, squeeze).optional("squeeze_dims", AttrValue::Ints(vec![])),
+        OpSpec::new("Squeeze", Arity::Exact(1), 1, squeeze)
+            .optional("squeeze_dims", AttrValue::Ints(vec![])),
         OpSpec::new("BatchToSpaceND", Arity::Exact(3), 1, same_rank_unknown_dims),
         OpSpec::new("SpaceToBatchND", Arity::Exact(3), 1, same_rank_unknown_dims),
         OpSpec::new("NoOp", Arity::Exact(0), 0, |_| Ok(vec![])),

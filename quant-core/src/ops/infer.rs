@@ -26,7 +26,11 @@ impl<'a> InferCtx<'a> {
 
     /// The fact of input `i`.
     pub fn input(&self, i: usize) -> Result<&'a OutputFact, String> {
-        let outlet = self.node.inputs().get(i).ok_or_else(|| format!("missing input {i}"))?;
+        let outlet = self
+            .node
+            .inputs()
+            .get(i)
+            .ok_or_else(|| format!("missing input {i}"))?;
         Ok(self.graph.fact(*outlet))
     }
 
@@ -61,14 +65,19 @@ impl<'a> InferCtx<'a> {
     /// The integer values of a `Const` input (axes, shapes, paddings).
     pub fn const_ints(&self, i: usize) -> Result<Option<Vec<i64>>, String> {
         match self.const_input(i) {
-            Some(t) => t.to_i64_vec().map(Some).map_err(|e| format!("input {i}: {e}")),
+            Some(t) => t
+                .to_i64_vec()
+                .map(Some)
+                .map_err(|e| format!("input {i}: {e}")),
             None => Ok(None),
         }
     }
 
     /// Attribute `name`, falling back to the spec's default.
     pub fn attr(&self, name: &str) -> Option<&'a AttrValue> {
-        self.node.attr(name).or_else(|| self.spec.attr(name).and_then(|a| a.default.as_ref()))
+        self.node
+            .attr(name)
+            .or_else(|| self.spec.attr(name).and_then(|a| a.default.as_ref()))
     }
 
     /// Integer attribute (or its default).
@@ -113,18 +122,27 @@ impl<'a> InferCtx<'a> {
 
     /// The dtype of input 0, else of attribute `T`.
     pub fn dtype0(&self) -> Option<DType> {
-        self.input(0).ok().and_then(|f| f.dtype).or_else(|| self.type_attr("T"))
+        self.input(0)
+            .ok()
+            .and_then(|f| f.dtype)
+            .or_else(|| self.type_attr("T"))
     }
 
     /// One output with input 0's fact (elementwise unary ops, Identity, ...).
     pub fn same_as_input0(&self) -> Result<Vec<OutputFact>, String> {
-        Ok(vec![OutputFact { dtype: self.dtype0(), shape: self.shape(0)?.cloned() }])
+        Ok(vec![OutputFact {
+            dtype: self.dtype0(),
+            shape: self.shape(0)?.cloned(),
+        }])
     }
 }
 
 fn attr_problem(name: &str, kind: &str, found: Option<&AttrValue>) -> String {
     match found {
-        Some(v) => format!("attribute '{name}' should be {kind}, found {}", v.kind().name()),
+        Some(v) => format!(
+            "attribute '{name}' should be {kind}, found {}",
+            v.kind().name()
+        ),
         None => format!("attribute '{name}' is missing"),
     }
 }
@@ -142,7 +160,11 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
         dims.push(match (x, y) {
             (Some(1), d) | (d, Some(1)) => d,
             (Some(x), Some(y)) if x == y => Some(x),
-            (Some(x), Some(y)) => return Err(format!("shapes {a} and {b} cannot be broadcast (dimension {i}: {x} vs {y})")),
+            (Some(x), Some(y)) => {
+                return Err(format!(
+                    "shapes {a} and {b} cannot be broadcast (dimension {i}: {x} vs {y})"
+                ));
+            }
             _ => None,
         });
     }
@@ -150,7 +172,14 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
 }
 
 /// Output size of a windowed op along one spatial dimension.
-pub fn window_out(input: Dim, kernel: Dim, stride: usize, dilation: usize, padding: &str, pad: (usize, usize)) -> Result<Dim, String> {
+pub fn window_out(
+    input: Dim,
+    kernel: Dim,
+    stride: usize,
+    dilation: usize,
+    padding: &str,
+    pad: (usize, usize),
+) -> Result<Dim, String> {
     if stride == 0 || dilation == 0 {
         return Err("strides and dilations must be positive".into());
     }
@@ -158,11 +187,22 @@ pub fn window_out(input: Dim, kernel: Dim, stride: usize, dilation: usize, paddi
     Ok(match padding {
         "SAME" => Some(input.div_ceil(stride)),
         "VALID" | "EXPLICIT" => {
-            let Some(kernel) = kernel else { return Ok(None) };
-            let effective = (kernel.max(1) - 1) * dilation + 1;
-            let padded = input + pad.0 + pad.1;
+            let Some(kernel) = kernel else {
+                return Ok(None);
+            };
+            let overflow = || "window or padding is too large".to_string();
+            let effective = (kernel.max(1) - 1)
+                .checked_mul(dilation)
+                .and_then(|e| e.checked_add(1))
+                .ok_or_else(overflow)?;
+            let padded = input
+                .checked_add(pad.0)
+                .and_then(|p| p.checked_add(pad.1))
+                .ok_or_else(overflow)?;
             if padded < effective {
-                return Err(format!("window of effective size {effective} does not fit an input of size {padded}"));
+                return Err(format!(
+                    "window of effective size {effective} does not fit an input of size {padded}"
+                ));
             }
             Some((padded - effective) / stride + 1)
         }
@@ -176,5 +216,9 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     if axis < -r || axis >= r {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }

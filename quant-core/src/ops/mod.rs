@@ -89,19 +89,33 @@ impl OpSpec {
         outputs: usize,
         infer: impl Fn(&InferCtx<'_>) -> Result<Vec<OutputFact>, String> + Send + Sync + 'static,
     ) -> OpSpec {
-        OpSpec { name: name.to_string(), inputs, outputs, attrs: Vec::new(), infer: Arc::new(infer) }
+        OpSpec {
+            name: name.to_string(),
+            inputs,
+            outputs,
+            attrs: Vec::new(),
+            infer: Arc::new(infer),
+        }
     }
 
     /// Declares an attribute that must be present.
     pub fn required(mut self, name: &'static str, kind: AttrKind) -> OpSpec {
-        self.attrs.push(AttrSpec { name, kind, default: None });
+        self.attrs.push(AttrSpec {
+            name,
+            kind,
+            default: None,
+        });
         self
     }
 
     /// Declares an attribute with a default value.
     pub fn optional(mut self, name: &'static str, default: impl Into<AttrValue>) -> OpSpec {
         let default = default.into();
-        self.attrs.push(AttrSpec { name, kind: default.kind(), default: Some(default) });
+        self.attrs.push(AttrSpec {
+            name,
+            kind: default.kind(),
+            default: Some(default),
+        });
         self
     }
 
@@ -119,7 +133,12 @@ pub struct OpRegistry {
 
 static BUILTIN: LazyLock<OpRegistry> = LazyLock::new(|| {
     let mut r = OpRegistry::default();
-    for spec in array::specs().into_iter().chain(math::specs()).chain(nn::specs()).chain(quant::specs()) {
+    for spec in array::specs()
+        .into_iter()
+        .chain(math::specs())
+        .chain(nn::specs())
+        .chain(quant::specs())
+    {
         r.ops.insert(spec.name.clone(), spec);
     }
     r
@@ -159,14 +178,20 @@ impl OpRegistry {
     /// Unknown ops pass unchecked.
     pub fn check_node(&self, graph: &Graph, id: NodeId) -> Result<(), GraphError> {
         let node = graph.node(id);
-        let Some(spec) = self.get(node.op()) else { return Ok(()) };
+        let Some(spec) = self.get(node.op()) else {
+            return Ok(());
+        };
         for attr in &spec.attrs {
             match node.attr(attr.name) {
                 Some(value) if !value.fits(attr.kind) => {
                     return Err(GraphError::Attr {
                         node: node.name().to_string(),
                         attr: attr.name.to_string(),
-                        message: format!("expected {}, found {}", attr.kind.name(), value.kind().name()),
+                        message: format!(
+                            "expected {}, found {}",
+                            attr.kind.name(),
+                            value.kind().name()
+                        ),
                     });
                 }
                 None if attr.default.is_none() => {
@@ -200,7 +225,11 @@ impl OpRegistry {
             return Err(GraphError::Inference {
                 node: node.name().to_string(),
                 op: node.op().to_string(),
-                message: format!("the op has {} outputs, the node declares {}", spec.outputs, node.outputs().len()),
+                message: format!(
+                    "the op has {} outputs, the node declares {}",
+                    spec.outputs,
+                    node.outputs().len()
+                ),
             });
         }
         Ok(())
@@ -210,14 +239,21 @@ impl OpRegistry {
     /// Unknown ops keep their declared facts.
     pub fn infer_node(&self, graph: &Graph, id: NodeId) -> Result<Vec<OutputFact>, GraphError> {
         let node = graph.node(id);
-        let Some(spec) = self.get(node.op()) else { return Ok(node.outputs().to_vec()) };
+        let Some(spec) = self.get(node.op()) else {
+            return Ok(node.outputs().to_vec());
+        };
         let ctx = InferCtx::new(graph, node, spec);
         let facts = (spec.infer)(&ctx).map_err(|message| GraphError::Inference {
             node: node.name().to_string(),
             op: node.op().to_string(),
             message,
         })?;
-        debug_assert_eq!(facts.len(), spec.outputs, "inference of {} returned the wrong output count", spec.name);
+        debug_assert_eq!(
+            facts.len(),
+            spec.outputs,
+            "inference of {} returned the wrong output count",
+            spec.name
+        );
         Ok(facts)
     }
 }
@@ -244,6 +280,9 @@ impl Graph {
 
     /// Ids of nodes whose op type the registry does not know, in creation order.
     pub fn unknown_ops(&self, registry: &OpRegistry) -> Vec<NodeId> {
-        self.nodes().filter(|(_, n)| !registry.contains(n.op())).map(|(id, _)| id).collect()
+        self.nodes()
+            .filter(|(_, n)| !registry.contains(n.op()))
+            .map(|(id, _)| id)
+            .collect()
     }
 }

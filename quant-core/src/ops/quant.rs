@@ -7,7 +7,9 @@ use crate::graph::OutputFact;
 fn check_bits(ctx: &InferCtx<'_>) -> Result<(), String> {
     let bits = ctx.int("num_bits")?;
     if !(2..=16).contains(&bits) {
-        return Err(format!("num_bits must be between 2 and 16, inclusive; found {bits}"));
+        return Err(format!(
+            "num_bits must be between 2 and 16, inclusive; found {bits}"
+        ));
     }
     Ok(())
 }
@@ -26,12 +28,19 @@ fn per_tensor(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
 
 fn per_channel(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     check_bits(ctx)?;
-    let channels = ctx.shape(0)?.and_then(|s| s.rank().checked_sub(1).map(|last| s.dim(last)));
+    let channels = ctx
+        .shape(0)?
+        .and_then(|s| s.rank().checked_sub(1).map(|last| s.dim(last)));
     for i in [1, 2] {
         if let Some(s) = ctx.shape(i)? {
-            let fits = s.rank() == 1 && (channels.flatten().is_none() || s.dim(0).is_none() || s.dim(0) == channels.flatten());
+            let fits = s.rank() == 1
+                && (channels.flatten().is_none()
+                    || s.dim(0).is_none()
+                    || s.dim(0) == channels.flatten());
             if !fits {
-                return Err(format!("input {i} (min/max) has shape {s}; expected one value per channel of the last dimension"));
+                return Err(format!(
+                    "input {i} (min/max) has shape {s}; expected one value per channel of the last dimension"
+                ));
             }
         }
     }
@@ -45,7 +54,9 @@ fn args(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
         _ => return Err("attributes min and max must be floats".into()),
     };
     if min >= max {
-        return Err(format!("min has to be smaller than max, found min={min} max={max}"));
+        return Err(format!(
+            "min has to be smaller than max, found min={min} max={max}"
+        ));
     }
     ctx.same_as_input0()
 }
@@ -55,9 +66,14 @@ pub(super) fn specs() -> Vec<OpSpec> {
         OpSpec::new("FakeQuantWithMinMaxVars", Arity::Exact(3), 1, per_tensor)
             .optional("num_bits", 8i64)
             .optional("narrow_range", false),
-        OpSpec::new("FakeQuantWithMinMaxVarsPerChannel", Arity::Exact(3), 1, per_channel)
-            .optional("num_bits", 8i64)
-            .optional("narrow_range", false),
+        OpSpec::new(
+            "FakeQuantWithMinMaxVarsPerChannel",
+            Arity::Exact(3),
+            1,
+            per_channel,
+        )
+        .optional("num_bits", 8i64)
+        .optional("narrow_range", false),
         OpSpec::new("FakeQuantWithMinMaxArgs", Arity::Exact(1), 1, args)
             .optional("min", -6.0f32)
             .optional("max", 6.0f32)

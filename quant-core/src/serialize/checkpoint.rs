@@ -70,7 +70,8 @@ pub fn to_bytes(checkpoint: &Checkpoint) -> Result<Vec<u8>, String> {
     let mut views = Vec::with_capacity(checkpoint.len());
     let mut metadata = HashMap::new();
     for (name, tensor) in checkpoint {
-        let dtype = to_st(tensor.dtype()).ok_or_else(|| format!("tensor '{name}': dtype {} cannot be saved", tensor.dtype()))?;
+        let dtype = to_st(tensor.dtype())
+            .ok_or_else(|| format!("tensor '{name}': dtype {} cannot be saved", tensor.dtype()))?;
         views.push((name.clone(), View { dtype, tensor }));
         if let Some(q) = tensor.quant() {
             let json = serde_json::to_string(q).map_err(|e| format!("tensor '{name}': {e}"))?;
@@ -83,36 +84,59 @@ pub fn to_bytes(checkpoint: &Checkpoint) -> Result<Vec<u8>, String> {
 
 /// Decodes safetensors bytes into a checkpoint.
 pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let file = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let quant = header.metadata().clone().unwrap_or_default();
     let mut out = Checkpoint::new();
     for (name, view) in file.tensors() {
-        out.insert(name.clone(), tensor_from_view(&name, &view, quant.get(&format!("{QUANT_PREFIX}{name}")))?);
+        out.insert(
+            name.clone(),
+            tensor_from_view(&name, &view, quant.get(&format!("{QUANT_PREFIX}{name}")))?,
+        );
     }
     Ok(out)
 }
 
-fn tensor_from_view(name: &str, view: &TensorView<'_>, quant: Option<&String>) -> Result<Tensor, String> {
-    let dtype = from_st(view.dtype()).ok_or_else(|| format!("tensor '{name}': unsupported dtype {:?}", view.dtype()))?;
-    let mut tensor = Tensor::from_le_bytes(dtype, view.shape(), view.data()).map_err(|e| format!("tensor '{name}': {e}"))?;
+fn tensor_from_view(
+    name: &str,
+    view: &TensorView<'_>,
+    quant: Option<&String>,
+) -> Result<Tensor, String> {
+    let dtype = from_st(view.dtype())
+        .ok_or_else(|| format!("tensor '{name}': unsupported dtype {:?}", view.dtype()))?;
+    let mut tensor = Tensor::from_le_bytes(dtype, view.shape(), view.data())
+        .map_err(|e| format!("tensor '{name}': {e}"))?;
     if let Some(json) = quant {
-        let q: QuantParams = serde_json::from_str(json).map_err(|e| format!("tensor '{name}': bad quantization metadata: {e}"))?;
-        tensor.set_quant(Some(q)).map_err(|e| format!("tensor '{name}': {e}"))?;
+        let q: QuantParams = serde_json::from_str(json)
+            .map_err(|e| format!("tensor '{name}': bad quantization metadata: {e}"))?;
+        tensor
+            .set_quant(Some(q))
+            .map_err(|e| format!("tensor '{name}': {e}"))?;
     }
     Ok(tensor)
 }
 
 /// Writes a checkpoint to a safetensors file.
 pub fn write(path: &Path, checkpoint: &Checkpoint) -> Result<(), IoError> {
-    let bytes = to_bytes(checkpoint).map_err(|message| IoError::Format { path: path.to_path_buf(), message })?;
-    std::fs::write(path, bytes).map_err(|source| IoError::Io { path: path.to_path_buf(), source })
+    let bytes = to_bytes(checkpoint).map_err(|message| IoError::Format {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    std::fs::write(path, bytes).map_err(|source| IoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a checkpoint from a safetensors file.
 pub fn read(path: &Path) -> Result<Checkpoint, IoError> {
     let bytes = super::read_file(path)?;
-    from_bytes(&bytes).map_err(|message| IoError::Format { path: path.to_path_buf(), message })
+    from_bytes(&bytes).map_err(|message| IoError::Format {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 #[cfg(test)]
@@ -122,14 +146,36 @@ mod tests {
     #[test]
     fn round_trip_every_dtype_with_quant_params() {
         let mut ck = Checkpoint::new();
-        ck.insert("w".into(), Tensor::from_vec(&[2, 2], vec![1.5f32, -0.0, f32::MIN_POSITIVE, 3.0]).unwrap());
+        ck.insert(
+            "w".into(),
+            Tensor::from_vec(&[2, 2], vec![1.5f32, -0.0, f32::MIN_POSITIVE, 3.0]).unwrap(),
+        );
         ck.insert("d".into(), Tensor::from_vec(&[1], vec![0.1f64]).unwrap());
         ck.insert("step".into(), Tensor::scalar(7i64));
-        ck.insert("i".into(), Tensor::from_vec(&[3], vec![-1i32, 0, 1]).unwrap());
-        ck.insert("b".into(), Tensor::from_vec(&[2], vec![true, false]).unwrap());
-        let q = QuantParams { scales: vec![0.5, 0.25], zero_points: vec![0, 0], axis: Some(0) };
-        ck.insert("q".into(), Tensor::from_vec(&[2], vec![-3i8, 4]).unwrap().with_quant(q).unwrap());
-        ck.insert("u".into(), Tensor::from_vec(&[0], Vec::<u8>::new()).unwrap());
+        ck.insert(
+            "i".into(),
+            Tensor::from_vec(&[3], vec![-1i32, 0, 1]).unwrap(),
+        );
+        ck.insert(
+            "b".into(),
+            Tensor::from_vec(&[2], vec![true, false]).unwrap(),
+        );
+        let q = QuantParams {
+            scales: vec![0.5, 0.25],
+            zero_points: vec![0, 0],
+            axis: Some(0),
+        };
+        ck.insert(
+            "q".into(),
+            Tensor::from_vec(&[2], vec![-3i8, 4])
+                .unwrap()
+                .with_quant(q)
+                .unwrap(),
+        );
+        ck.insert(
+            "u".into(),
+            Tensor::from_vec(&[0], Vec::<u8>::new()).unwrap(),
+        );
         let back = from_bytes(&to_bytes(&ck).unwrap()).unwrap();
         assert_eq!(back, ck);
     }

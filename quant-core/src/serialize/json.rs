@@ -82,9 +82,9 @@ fn parse_float<T: std::str::FromStr>(raw: &str, nan: T, inf: T, neg_inf: T) -> R
         "\"nan\"" => Ok(nan),
         "\"inf\"" => Ok(inf),
         "\"-inf\"" => Ok(neg_inf),
-        text if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => {
-            text.parse().map_err(|_| format!("'{text}' is not a valid number"))
-        }
+        text if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => text
+            .parse()
+            .map_err(|_| format!("'{text}' is not a valid number")),
         text => Err(format!("expected a number, found {text}")),
     }
 }
@@ -92,7 +92,9 @@ fn parse_float<T: std::str::FromStr>(raw: &str, nan: T, inf: T, neg_inf: T) -> R
 impl<'de> Deserialize<'de> for JsonF32 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
-        parse_float(raw.get(), f32::NAN, f32::INFINITY, f32::NEG_INFINITY).map(JsonF32).map_err(serde::de::Error::custom)
+        parse_float(raw.get(), f32::NAN, f32::INFINITY, f32::NEG_INFINITY)
+            .map(JsonF32)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -158,21 +160,43 @@ fn tensor_to_json(t: &Tensor) -> TensorJson<TensorValues> {
         TensorData::Bool(a) => TensorValues::Bools(a.iter().copied().collect()),
         _ => TensorValues::Ints(t.to_i64_vec().unwrap_or_default()),
     };
-    TensorJson { dtype: t.dtype(), shape: t.shape().to_vec(), data, quant: t.quant().cloned() }
+    TensorJson {
+        dtype: t.dtype(),
+        shape: t.shape().to_vec(),
+        data,
+        quant: t.quant().cloned(),
+    }
 }
 
 fn tensor_from_json(j: TensorJson<Box<RawValue>>) -> Result<Tensor, TensorError> {
-    fn list<T: for<'de> Deserialize<'de>>(raw: &RawValue, what: &str) -> Result<Vec<T>, TensorError> {
-        serde_json::from_str(raw.get()).map_err(|e| TensorError::Invalid(format!("data must be a list of {what}: {e}")))
+    fn list<T: for<'de> Deserialize<'de>>(
+        raw: &RawValue,
+        what: &str,
+    ) -> Result<Vec<T>, TensorError> {
+        serde_json::from_str(raw.get())
+            .map_err(|e| TensorError::Invalid(format!("data must be a list of {what}: {e}")))
     }
-    fn ints<T: crate::Element + TryFrom<i64>>(shape: &[usize], raw: &RawValue) -> Result<Tensor, TensorError> {
+    fn ints<T: crate::Element + TryFrom<i64>>(
+        shape: &[usize],
+        raw: &RawValue,
+    ) -> Result<Tensor, TensorError> {
         let values = list::<i64>(raw, "integers")?
             .into_iter()
-            .map(|x| T::try_from(x).map_err(|_| TensorError::Invalid(format!("value {x} does not fit {}", T::DTYPE))))
+            .map(|x| {
+                T::try_from(x).map_err(|_| {
+                    TensorError::Invalid(format!("value {x} does not fit {}", T::DTYPE))
+                })
+            })
             .collect::<Result<Vec<T>, _>>()?;
         Tensor::from_vec(shape, values)
     }
-    fn floats<T: std::str::FromStr + crate::Element>(shape: &[usize], raw: &RawValue, nan: T, inf: T, neg_inf: T) -> Result<Tensor, TensorError> {
+    fn floats<T: std::str::FromStr + crate::Element>(
+        shape: &[usize],
+        raw: &RawValue,
+        nan: T,
+        inf: T,
+        neg_inf: T,
+    ) -> Result<Tensor, TensorError> {
         let values = list::<Box<RawValue>>(raw, "numbers")?
             .iter()
             .map(|v| parse_float(v.get(), nan, inf, neg_inf).map_err(TensorError::Invalid))
@@ -189,7 +213,9 @@ fn tensor_from_json(j: TensorJson<Box<RawValue>>) -> Result<Tensor, TensorError>
         DType::U8 => ints::<u8>(shape, raw)?,
         DType::I8 => ints::<i8>(shape, raw)?,
         DType::Bool => Tensor::from_vec(shape, list::<bool>(raw, "booleans")?)?,
-        dtype @ (DType::String | DType::Resource) => return Err(TensorError::UnsupportedDType(dtype)),
+        dtype @ (DType::String | DType::Resource) => {
+            return Err(TensorError::UnsupportedDType(dtype));
+        }
     };
     tensor.set_quant(j.quant)?;
     Ok(tensor)
@@ -244,14 +270,26 @@ pub fn to_json(graph: &Graph) -> String {
                 .inputs()
                 .iter()
                 .map(|&o| graph.outlet_name(o))
-                .chain(n.control_inputs().iter().map(|&c| format!("^{}", graph.node(c).name())))
+                .chain(
+                    n.control_inputs()
+                        .iter()
+                        .map(|&c| format!("^{}", graph.node(c).name())),
+                )
                 .collect(),
-            attrs: n.attrs().iter().map(|(k, v)| (k.clone(), attr_to_json(v))).collect(),
+            attrs: n
+                .attrs()
+                .iter()
+                .map(|(k, v)| (k.clone(), attr_to_json(v)))
+                .collect(),
             outputs: n.outputs().to_vec(),
         })
         .collect();
-    let doc = GraphJson { format_version: FORMAT_VERSION, nodes };
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| unreachable!("graph JSON always serializes: {e}"));
+    let doc = GraphJson {
+        format_version: FORMAT_VERSION,
+        nodes,
+    };
+    let mut text = serde_json::to_string_pretty(&doc)
+        .unwrap_or_else(|e| unreachable!("graph JSON always serializes: {e}"));
     text.push('\n');
     text
 }
@@ -264,12 +302,22 @@ pub(crate) enum InputRef<'a> {
 
 /// Parses an input reference as written in graph JSON and GraphDef.
 pub(crate) fn parse_input_ref<'a>(node: &str, text: &'a str) -> Result<InputRef<'a>, GraphError> {
-    let malformed = || GraphError::MalformedInput { node: node.to_string(), input: text.to_string() };
+    let malformed = || GraphError::MalformedInput {
+        node: node.to_string(),
+        input: text.to_string(),
+    };
     if let Some(name) = text.strip_prefix('^') {
-        return if name.is_empty() { Err(malformed()) } else { Ok(InputRef::Control(name)) };
+        return if name.is_empty() {
+            Err(malformed())
+        } else {
+            Ok(InputRef::Control(name))
+        };
     }
     match text.rsplit_once(':') {
-        Some((name, slot)) if !name.is_empty() => slot.parse().map(|k| InputRef::Data(name, k)).map_err(|_| malformed()),
+        Some((name, slot)) if !name.is_empty() => slot
+            .parse()
+            .map(|k| InputRef::Data(name, k))
+            .map_err(|_| malformed()),
         Some(_) => Err(malformed()),
         None if text.is_empty() => Err(malformed()),
         None => Ok(InputRef::Data(text, 0)),
@@ -277,22 +325,38 @@ pub(crate) fn parse_input_ref<'a>(node: &str, text: &'a str) -> Result<InputRef<
 }
 
 /// Connects inputs given as references, once every node exists.
-pub(crate) fn connect_inputs(graph: &mut Graph, id: NodeId, refs: &[String]) -> Result<(), GraphError> {
+pub(crate) fn connect_inputs(
+    graph: &mut Graph,
+    id: NodeId,
+    refs: &[String],
+) -> Result<(), GraphError> {
     let name = graph.node(id).name().to_string();
     let mut data = Vec::new();
     let mut control = Vec::new();
     for (index, text) in refs.iter().enumerate() {
-        let dangling = |input: &str| GraphError::DanglingInput { node: name.clone(), index, input: input.to_string() };
+        let dangling = |input: &str| GraphError::DanglingInput {
+            node: name.clone(),
+            index,
+            input: input.to_string(),
+        };
         match parse_input_ref(&name, text)? {
             InputRef::Data(producer, slot) => {
                 let pid = graph.id(producer).ok_or_else(|| dangling(text))?;
                 let outputs = graph.node(pid).outputs().len();
                 if slot >= outputs {
-                    return Err(GraphError::BadOutputSlot { node: name.clone(), index, producer: producer.to_string(), slot, outputs });
+                    return Err(GraphError::BadOutputSlot {
+                        node: name.clone(),
+                        index,
+                        producer: producer.to_string(),
+                        slot,
+                        outputs,
+                    });
                 }
                 data.push(OutletId::new(pid, slot));
             }
-            InputRef::Control(producer) => control.push(graph.id(producer).ok_or_else(|| dangling(text))?),
+            InputRef::Control(producer) => {
+                control.push(graph.id(producer).ok_or_else(|| dangling(text))?)
+            }
         }
     }
     graph.set_inputs(id, data)?;
@@ -301,7 +365,8 @@ pub(crate) fn connect_inputs(graph: &mut Graph, id: NodeId, refs: &[String]) -> 
 
 /// Parses graph JSON and validates the graph against `registry`.
 pub fn from_json(text: &str, registry: &OpRegistry) -> Result<Graph, ParseError> {
-    let doc: GraphJson<Box<RawValue>> = serde_json::from_str(text).map_err(|e| ParseError::Format(format!("invalid graph JSON: {e}")))?;
+    let doc: GraphJson<Box<RawValue>> = serde_json::from_str(text)
+        .map_err(|e| ParseError::Format(format!("invalid graph JSON: {e}")))?;
     if doc.format_version != FORMAT_VERSION {
         return Err(ParseError::Format(format!(
             "unsupported format_version {} (this build reads version {FORMAT_VERSION})",
@@ -313,7 +378,10 @@ pub fn from_json(text: &str, registry: &OpRegistry) -> Result<Graph, ParseError>
     for node in doc.nodes {
         let mut new = NewNode::new(node.name, node.op).outputs(node.outputs);
         for (key, value) in node.attrs {
-            let value = attr_from_json(value).map_err(|source| GraphError::Tensor { node: new.name.clone(), source })?;
+            let value = attr_from_json(value).map_err(|source| GraphError::Tensor {
+                node: new.name.clone(),
+                source,
+            })?;
             new.attrs.insert(key, value);
         }
         let id = graph.add_node(new)?;

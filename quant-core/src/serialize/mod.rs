@@ -40,7 +40,10 @@ impl GraphFormat {
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, IoError> {
-    std::fs::read(path).map_err(|source| IoError::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| IoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a graph from a `.json`, `.pb` or `.pbtxt` file, validated against `registry`.
@@ -52,12 +55,18 @@ pub fn read_graph(path: &Path, registry: &OpRegistry) -> Result<Graph, IoError> 
     let bytes = read_file(path)?;
     match format {
         GraphFormat::Json => {
-            let text = std::str::from_utf8(&bytes).map_err(|e| IoError::Format { path: path.to_path_buf(), message: format!("not UTF-8 text: {e}") })?;
+            let text = std::str::from_utf8(&bytes).map_err(|e| IoError::Format {
+                path: path.to_path_buf(),
+                message: format!("not UTF-8 text: {e}"),
+            })?;
             json::from_json(text, registry).map_err(|e| e.at(path))
         }
         GraphFormat::GraphDef => tf::import_graph_def(&bytes, registry).map_err(|e| e.at(path)),
         GraphFormat::GraphDefText => {
-            let text = std::str::from_utf8(&bytes).map_err(|e| IoError::Format { path: path.to_path_buf(), message: format!("not UTF-8 text: {e}") })?;
+            let text = std::str::from_utf8(&bytes).map_err(|e| IoError::Format {
+                path: path.to_path_buf(),
+                message: format!("not UTF-8 text: {e}"),
+            })?;
             tf::import_graph_def_text(text, registry).map_err(|e| e.at(path))
         }
     }
@@ -65,7 +74,10 @@ pub fn read_graph(path: &Path, registry: &OpRegistry) -> Result<Graph, IoError> 
 
 /// Writes a graph as quant's graph JSON.
 pub fn write_graph_json(path: &Path, graph: &Graph) -> Result<(), IoError> {
-    std::fs::write(path, json::to_json(graph)).map_err(|source| IoError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, json::to_json(graph)).map_err(|source| IoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A failure while parsing an in-memory graph, before a file path is attached.
@@ -83,8 +95,14 @@ impl ParseError {
     /// Attaches the file the graph came from.
     pub fn at(self, path: &Path) -> IoError {
         match self {
-            ParseError::Format(message) => IoError::Format { path: path.to_path_buf(), message },
-            ParseError::Graph(source) => IoError::Graph { path: path.to_path_buf(), source },
+            ParseError::Format(message) => IoError::Format {
+                path: path.to_path_buf(),
+                message,
+            },
+            ParseError::Graph(source) => IoError::Graph {
+                path: path.to_path_buf(),
+                source,
+            },
         }
     }
 }

@@ -26,7 +26,8 @@ pub struct Generated {
 /// Generates the GraphDef message code and descriptor set in memory.
 pub fn generate(root: &Path) -> Result<Vec<Generated>> {
     let proto_dir = root.join("quant-core/proto");
-    let fds = protox::compile(["tensorflow_graph.proto"], [&proto_dir]).context("compiling quant-core/proto/tensorflow_graph.proto")?;
+    let fds = protox::compile(["tensorflow_graph.proto"], [&proto_dir])
+        .context("compiling quant-core/proto/tensorflow_graph.proto")?;
     let descriptor = fds.encode_to_vec();
     let out = tempfile::tempdir().context("creating a temporary directory")?;
     prost_build::Config::new()
@@ -34,11 +35,18 @@ pub fn generate(root: &Path) -> Result<Vec<Generated>> {
         .btree_map(["."])
         .compile_fds(fds)
         .context("generating Rust code for the GraphDef messages")?;
-    let code = std::fs::read_to_string(out.path().join("tensorflow.rs")).context("reading generated tensorflow.rs")?;
+    let code = std::fs::read_to_string(out.path().join("tensorflow.rs"))
+        .context("reading generated tensorflow.rs")?;
     let dir = PathBuf::from("quant-core/src/import/tf/generated");
     Ok(vec![
-        Generated { path: dir.join("tensorflow.rs"), contents: format!("{HEADER}{code}").into_bytes() },
-        Generated { path: dir.join("tensorflow.desc"), contents: descriptor },
+        Generated {
+            path: dir.join("tensorflow.rs"),
+            contents: format!("{HEADER}{code}").into_bytes(),
+        },
+        Generated {
+            path: dir.join("tensorflow.desc"),
+            contents: descriptor,
+        },
     ])
 }
 
@@ -46,10 +54,16 @@ pub fn generate(root: &Path) -> Result<Vec<Generated>> {
 pub fn run(args: Args) -> Result<()> {
     let root = workspace_root();
     let files = generate(&root)?;
-    let stale: Vec<&Generated> = files.iter().filter(|f| std::fs::read(root.join(&f.path)).ok().as_deref() != Some(&f.contents[..])).collect();
+    let stale: Vec<&Generated> = files
+        .iter()
+        .filter(|f| std::fs::read(root.join(&f.path)).ok().as_deref() != Some(&f.contents[..]))
+        .collect();
     if args.check {
         if let Some(first) = stale.first() {
-            bail!("{} is out of date; run `cargo xtask codegen` to regenerate it", first.path.display());
+            bail!(
+                "{} is out of date; run `cargo xtask codegen` to regenerate it",
+                first.path.display()
+            );
         }
         eprintln!("generated code is up to date");
         return Ok(());
@@ -59,7 +73,8 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(&path, &file.contents).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, &file.contents)
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", file.path.display());
     }
     if stale.is_empty() {

@@ -1,30 +1,45 @@
 //! GraphDef messages to quant's IR.
 
-use super::protos::{self, attr_value, AttrValue as TfAttr, DataType, TensorProto, TensorShapeProto};
+use super::protos::{
+    self, AttrValue as TfAttr, DataType, TensorProto, TensorShapeProto, attr_value,
+};
 use crate::attr::AttrValue;
 use crate::dtype::DType;
 use crate::error::{GraphError, TensorError};
 use crate::graph::{Graph, NewNode, OutputFact};
 use crate::ops::OpRegistry;
-use crate::serialize::json::{InputRef, connect_inputs, parse_input_ref};
 use crate::serialize::ParseError;
+use crate::serialize::json::{InputRef, connect_inputs, parse_input_ref};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
 fn attr_error(node: &str, attr: &str, message: String) -> GraphError {
-    GraphError::Attr { node: node.to_string(), attr: attr.to_string(), message }
+    GraphError::Attr {
+        node: node.to_string(),
+        attr: attr.to_string(),
+        message,
+    }
 }
 
 fn dtype(code: i32) -> Result<DType, String> {
     DType::from_tf_code(code).ok_or_else(|| {
-        let name = DataType::try_from(code).map_or_else(|_| format!("#{code}"), |d| d.as_str_name().to_string());
+        let name = DataType::try_from(code)
+            .map_or_else(|_| format!("#{code}"), |d| d.as_str_name().to_string());
         format!("unsupported dtype {name}")
     })
 }
 
 fn shape(proto: &TensorShapeProto) -> Option<Shape> {
-    (!proto.unknown_rank).then(|| Shape(proto.dim.iter().map(|d| usize::try_from(d.size).ok()).collect()))
+    (!proto.unknown_rank).then(|| {
+        Shape(
+            proto
+                .dim
+                .iter()
+                .map(|d| usize::try_from(d.size).ok())
+                .collect(),
+        )
+    })
 }
 
 fn text(bytes: &[u8]) -> Result<String, String> {
@@ -39,15 +54,28 @@ pub fn tensor(proto: &TensorProto) -> Result<Tensor, TensorError> {
     let shape_proto = proto.tensor_shape.clone().unwrap_or_default();
     let dims: Vec<usize> = match shape(&shape_proto).and_then(|s| s.as_known()) {
         Some(dims) => dims,
-        None => return Err(TensorError::Invalid("tensor shape must be fully known".into())),
+        None => {
+            return Err(TensorError::Invalid(
+                "tensor shape must be fully known".into(),
+            ));
+        }
     };
     if !proto.tensor_content.is_empty() {
         return Tensor::from_le_bytes(dt, &dims, &proto.tensor_content);
     }
-    let n: usize = dims.iter().product();
-    fn fill<T: crate::Element>(dims: &[usize], n: usize, values: Vec<T>, zero: T) -> Result<Tensor, TensorError> {
+    let n = crate::tensor::checked_len(&dims, dt.size_of().unwrap_or(1))?;
+    fn fill<T: crate::Element>(
+        dims: &[usize],
+        n: usize,
+        values: Vec<T>,
+        zero: T,
+    ) -> Result<Tensor, TensorError> {
         if values.len() > n {
-            return Err(TensorError::LengthMismatch { shape: dims.to_vec(), expected: n, found: values.len() });
+            return Err(TensorError::LengthMismatch {
+                shape: dims.to_vec(),
+                expected: n,
+                found: values.len(),
+            });
         }
         let last = values.last().copied().unwrap_or(zero);
         let mut v = values;
@@ -57,7 +85,11 @@ pub fn tensor(proto: &TensorProto) -> Result<Tensor, TensorError> {
     fn narrow<T: crate::Element + TryFrom<i32>>(values: &[i32]) -> Result<Vec<T>, TensorError> {
         values
             .iter()
-            .map(|&x| T::try_from(x).map_err(|_| TensorError::Invalid(format!("value {x} does not fit {}", T::DTYPE))))
+            .map(|&x| {
+                T::try_from(x).map_err(|_| {
+                    TensorError::Invalid(format!("value {x} does not fit {}", T::DTYPE))
+                })
+            })
             .collect()
     }
     match dt {
@@ -74,18 +106,38 @@ pub fn tensor(proto: &TensorProto) -> Result<Tensor, TensorError> {
 
 fn list(node: &str, key: &str, l: &attr_value::ListValue) -> Result<AttrValue, GraphError> {
     let err = |m: String| attr_error(node, key, m);
-    let kinds = [!l.s.is_empty(), !l.i.is_empty(), !l.f.is_empty(), !l.b.is_empty(), !l.r#type.is_empty(), !l.shape.is_empty(), !l.tensor.is_empty(), !l.func.is_empty()];
+    let kinds = [
+        !l.s.is_empty(),
+        !l.i.is_empty(),
+        !l.f.is_empty(),
+        !l.b.is_empty(),
+        !l.r#type.is_empty(),
+        !l.shape.is_empty(),
+        !l.tensor.is_empty(),
+        !l.func.is_empty(),
+    ];
     if kinds.iter().filter(|k| **k).count() > 1 {
         return Err(err("a list attribute holds values of several kinds".into()));
     }
     Ok(if !l.s.is_empty() {
-        AttrValue::Strs(l.s.iter().map(|s| text(s)).collect::<Result<_, _>>().map_err(err)?)
+        AttrValue::Strs(
+            l.s.iter()
+                .map(|s| text(s))
+                .collect::<Result<_, _>>()
+                .map_err(err)?,
+        )
     } else if !l.f.is_empty() {
         AttrValue::Floats(l.f.clone())
     } else if !l.b.is_empty() {
         AttrValue::Bools(l.b.clone())
     } else if !l.r#type.is_empty() {
-        AttrValue::Types(l.r#type.iter().map(|&t| dtype(t)).collect::<Result<_, _>>().map_err(err)?)
+        AttrValue::Types(
+            l.r#type
+                .iter()
+                .map(|&t| dtype(t))
+                .collect::<Result<_, _>>()
+                .map_err(err)?,
+        )
     } else if !l.shape.is_empty() {
         AttrValue::Shapes(l.shape.iter().map(shape).collect())
     } else if !l.tensor.is_empty() || !l.func.is_empty() {
@@ -98,7 +150,9 @@ fn list(node: &str, key: &str, l: &attr_value::ListValue) -> Result<AttrValue, G
 fn attr(node: &str, key: &str, value: &TfAttr) -> Result<AttrValue, GraphError> {
     use attr_value::Value;
     let err = |m: String| attr_error(node, key, m);
-    let Some(value) = &value.value else { return Err(err("attribute has no value".into())) };
+    let Some(value) = &value.value else {
+        return Err(err("attribute has no value".into()));
+    };
     Ok(match value {
         Value::S(s) => AttrValue::Str(text(s).map_err(err)?),
         Value::I(i) => AttrValue::Int(*i),
@@ -106,10 +160,17 @@ fn attr(node: &str, key: &str, value: &TfAttr) -> Result<AttrValue, GraphError> 
         Value::B(b) => AttrValue::Bool(*b),
         Value::Type(t) => AttrValue::Type(dtype(*t).map_err(err)?),
         Value::Shape(s) => AttrValue::Shape(shape(s)),
-        Value::Tensor(t) => AttrValue::Tensor(tensor(t).map_err(|source| GraphError::Tensor { node: node.to_string(), source })?),
+        Value::Tensor(t) => AttrValue::Tensor(tensor(t).map_err(|source| GraphError::Tensor {
+            node: node.to_string(),
+            source,
+        })?),
         Value::List(l) => list(node, key, l)?,
         Value::Func(f) => AttrValue::Func(f.name.clone()),
-        Value::Placeholder(p) => return Err(err(format!("function placeholders ('{p}') are not supported"))),
+        Value::Placeholder(p) => {
+            return Err(err(format!(
+                "function placeholders ('{p}') are not supported"
+            )));
+        }
     })
 }
 
@@ -126,7 +187,12 @@ fn unknown_op_outputs(node: &NewNode, referenced: usize) -> Vec<OutputFact> {
         _ => Vec::new(),
     };
     let count = referenced.max(shapes.len()).max(1);
-    (0..count).map(|i| OutputFact { dtype, shape: shapes.get(i).cloned().flatten() }).collect()
+    (0..count)
+        .map(|i| OutputFact {
+            dtype,
+            shape: shapes.get(i).cloned().flatten(),
+        })
+        .collect()
 }
 
 /// Builds a graph from a decoded GraphDef, validates it and infers facts.
@@ -150,7 +216,10 @@ pub fn graph_from_def(def: protos::GraphDef, registry: &OpRegistry) -> Result<Gr
         }
         new.outputs = match registry.get(&node.op) {
             Some(spec) => vec![OutputFact::default(); spec.outputs],
-            None => unknown_op_outputs(&new, referenced.get(node.name.as_str()).copied().unwrap_or(0)),
+            None => unknown_op_outputs(
+                &new,
+                referenced.get(node.name.as_str()).copied().unwrap_or(0),
+            ),
         };
         pending.push((graph.add_node(new)?, &node.input));
     }

@@ -21,18 +21,25 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 
 /// Imports a binary GraphDef.
 pub fn import_graph_def(bytes: &[u8], registry: &OpRegistry) -> Result<Graph, ParseError> {
-    let def = protos::GraphDef::decode(bytes).map_err(|e| ParseError::Format(format!("not a valid binary GraphDef: {e}")))?;
+    let def = protos::GraphDef::decode(bytes)
+        .map_err(|e| ParseError::Format(format!("not a valid binary GraphDef: {e}")))?;
     convert::graph_from_def(def, registry)
 }
 
 /// Parses a GraphDef in protobuf text format (without importing it).
 pub fn parse_graph_def_text(text: &str) -> Result<protos::GraphDef, ParseError> {
-    let pool = DescriptorPool::decode(proto::DESCRIPTOR_SET)
-        .map_err(|e| ParseError::Format(format!("internal error: the GraphDef descriptor does not decode: {e}")))?;
+    let pool = DescriptorPool::decode(proto::DESCRIPTOR_SET).map_err(|e| {
+        ParseError::Format(format!(
+            "internal error: the GraphDef descriptor does not decode: {e}"
+        ))
+    })?;
     let descriptor = pool
         .get_message_by_name("tensorflow.GraphDef")
-        .ok_or_else(|| ParseError::Format("internal error: no GraphDef in the descriptor set".into()))?;
-    let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| ParseError::Format(format!("not a valid text GraphDef: {e}")))?;
+        .ok_or_else(|| {
+            ParseError::Format("internal error: no GraphDef in the descriptor set".into())
+        })?;
+    let message = DynamicMessage::parse_text_format(descriptor, text)
+        .map_err(|e| ParseError::Format(format!("not a valid text GraphDef: {e}")))?;
     message
         .transcode_to::<protos::GraphDef>()
         .map_err(|e| ParseError::Format(format!("not a valid text GraphDef: {e}")))
