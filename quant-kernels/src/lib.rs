@@ -11,4 +11,5 @@
 //!
 //! Integer kernels with LiteRT's reference arithmetic join in issue 6.
 
+pub mod gemm;
 pub mod kernels;
