@@ -13,3 +13,4 @@
 
 pub mod gemm;
 pub mod kernels;
+pub mod session;

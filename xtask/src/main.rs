@@ -5,6 +5,7 @@
 //! `error:` line on stderr naming the file, node, field or flag at fault.
 
 mod cmd;
+mod npy;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Summarise a graph file (.json, .pb, .pbtxt): node count, op counts, inputs, unknown ops.
     Inspect(cmd::inspect::Args),
+    /// Run a graph on the CPU executor, reading feeds from and writing fetches to .npy files.
+    Run(cmd::run::Args),
     /// Run the main job on the built-in defaults.
     Demo(cmd::demo::Args),
     /// Run the whole test suite, exactly as CI does.
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Run(args) => cmd::run::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Test(args) => cmd::test::run(args),
         Command::Codegen(args) => cmd::codegen::run(args),

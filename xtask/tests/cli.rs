@@ -180,3 +180,138 @@ fn demo_runs_on_the_built_in_models() {
     );
     assert!(dir.path().join("mnist-cnn.json").exists());
 }
+
+fn read_f32(path: &Path) -> ndarray::ArrayD<f32> {
+    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn run_reproduces_tensorflow_on_a_frozen_cnn() {
+    let fixture = root().join("fixtures/tf/cnn");
+    let out = tempfile::tempdir().unwrap();
+    for graph in ["graph.pb", "graph.pbtxt"] {
+        let o = xtask(&[
+            "run",
+            "--graph",
+            fixture.join(graph).to_str().unwrap(),
+            "--feed",
+            &format!("input={}", fixture.join("input.npy").display()),
+            "--fetch",
+            "logits/BiasAdd",
+            "--fetch",
+            "Softmax:0",
+            "--output-dir",
+            out.path().to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["outputs"][0]["shape"], serde_json::json!([2, 10]));
+        for (file, want) in [
+            ("logits__BiasAdd.npy", "logits.npy"),
+            ("Softmax__0.npy", "probs.npy"),
+        ] {
+            let (got, want) = (
+                read_f32(&out.path().join(file)),
+                read_f32(&fixture.join(want)),
+            );
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+                / scale;
+            assert!(err <= 1e-5, "{graph}/{file}: relative error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn run_reproduces_tensorflow_fake_quant_bit_for_bit() {
+    let fixture = root().join("fixtures/tf/fake_quant");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("meta.json")).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "run".to_string(),
+        "--graph".into(),
+        fixture.join("graph.pbtxt").display().to_string(),
+        "--feed".into(),
+        format!("input={}", fixture.join("input.npy").display()),
+        "--output-dir".into(),
+        out.path().display().to_string(),
+    ];
+    let fetches = meta["fetches"].as_object().unwrap();
+    for name in fetches.keys() {
+        args.extend(["--fetch".to_string(), name.clone()]);
+    }
+    let o = xtask(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, file) in fetches {
+        let got = read_f32(
+            &out.path()
+                .join(format!("{}.npy", name.replace(['/', ':'], "__"))),
+        );
+        let want = read_f32(&fixture.join(file.as_str().unwrap()));
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name} differs from TensorFlow"
+        );
+    }
+}
+
+#[test]
+fn run_errors_name_the_node_and_exit_1() {
+    let fixture = root().join("fixtures/tf/cnn");
+    let graph = fixture.join("graph.pb");
+    let graph = graph.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    assert_user_error(
+        &xtask(&[
+            "run",
+            "--graph",
+            graph,
+            "--fetch",
+            "Softmax",
+            "--output-dir",
+            dir,
+        ]),
+        "node 'input': placeholder needs a feed",
+    );
+    let bad = out.path().join("bad.npy");
+    ndarray_npy::write_npy(&bad, &ndarray::Array3::<f32>::zeros((2, 28, 28))).unwrap();
+    assert_user_error(
+        &xtask(&[
+            "run",
+            "--graph",
+            graph,
+            "--feed",
+            &format!("input={}", bad.display()),
+            "--fetch",
+            "Softmax",
+            "--output-dir",
+            dir,
+        ]),
+        "feed 'input': expected shape [2,28,28,1], got [2, 28, 28]",
+    );
+    let unknown = out.path().join("unknown.pbtxt");
+    std::fs::write(&unknown, "node { name: \"x\" op: \"Placeholder\" attr { key: \"dtype\" value { type: DT_FLOAT } } }\nnode { name: \"y\" op: \"Erfinv\" input: \"x\" }").unwrap();
+    let feed = fixture.join("input.npy");
+    assert_user_error(
+        &xtask(&[
+            "run",
+            "--graph",
+            unknown.to_str().unwrap(),
+            "--feed",
+            &format!("x={}", feed.display()),
+            "--fetch",
+            "y",
+            "--output-dir",
+            dir,
+        ]),
+        "node 'y': no kernel for op type Erfinv",
+    );
+}

@@ -122,6 +122,7 @@ pub(super) fn specs() -> Vec<OpSpec> {
         "Minimum",
         "RealDiv",
         "SquaredDifference",
+        "Pow",
     ]
     .into_iter()
     .map(|name| OpSpec::new(name, Arity::Exact(2), 1, binary))

@@ -7,6 +7,7 @@
 //! the registry are kept as they are and reported as unknown.
 
 mod array;
+mod grad;
 mod infer;
 mod math;
 mod nn;
@@ -138,6 +139,7 @@ static BUILTIN: LazyLock<OpRegistry> = LazyLock::new(|| {
         .chain(math::specs())
         .chain(nn::specs())
         .chain(quant::specs())
+        .chain(grad::specs())
     {
         r.ops.insert(spec.name.clone(), spec);
     }

@@ -1,1 +1,1463 @@
-//! (being written)
+//! Fake-quant kernels with TensorFlow 2.x's exact float32 arithmetic, and
+//! their straight-through gradients.
+//!
+//! The three TensorFlow ops are covered: `FakeQuantWithMinMaxVars`
+//! ([`fake_quant_vars`]), `FakeQuantWithMinMaxVarsPerChannel`
+//! ([`fake_quant_per_channel`]) and `FakeQuantWithMinMaxArgs`
+//! ([`fake_quant_args`]), each with its gradient op. Every output value and
+//! every `dx` is bit-identical to TensorFlow 2.21 (checked against the
+//! TensorFlow-generated vectors in `fixtures/tf/fake_quant_vectors`); `dmin`
+//! and `dmax` are sums and differ from TensorFlow only by summation order.
+//!
+//! # Arithmetic (reference-semantics §5.2, §5.3b, §5.4)
+//!
+//! All variants share one float32 nudging ([`nudge`]). With
+//! `c = clamp(x, nudged_min, nudged_max)` (upper bound first), the forward is
+//!
+//! ```text
+//! vars:               y = floor((c - nudged_min) / scale     - quant_zero + 0.5) * scale
+//! args, per-channel:  y = floor((c - nudged_min) * inv_scale - quant_zero + 0.5) * scale
+//! ```
+//!
+//! evaluated left to right, each operation rounded to float32, with
+//! `inv_scale = (qmax - qmin) / (max - min)` (a division of its own, not
+//! `1 / scale`) and `quant_zero = floor(-nudged_min * inv_scale + 0.5)`.
+//! Division and multiplication by `inv_scale` differ in a few values per
+//! thousand near ties, so each op uses exactly TensorFlow's choice. The
+//! `vars` and per-channel ops (forward and gradient) treat a `[0, 0]` range
+//! specially: `y = 0`, `dx = g`, `dmin = dmax = 0`; the `args` op requires
+//! `min < max` ([`validate_args_range`]) and has no special case.
+//!
+//! The gradient mask is TensorFlow's: `dx = g * (nudged_min <= x <= nudged_max
+//! ? 1.0 : 0.0)`, a multiplication, so a negative `g` outside the range gives
+//! `-0.0` exactly as TensorFlow does.
+//!
+//! # Design note (tiling, dispatch, threads)
+//!
+//! * **Reference.** [`reference`](mod@reference) holds a plain scalar
+//!   transcription of every op. The fast paths are tested against it on
+//!   awkward lengths; both are tested against TensorFlow's vectors.
+//! * **Dispatch.** Each inner loop is one `#[inline(always)]` body written
+//!   so that LLVM auto-vectorizes it (branch-free selects that lower to
+//!   `minps`/`maxps`/`blendvps`, no bounds checks, `floor` as `roundps`). The
+//!   body is instantiated once per instruction set (`Isa`): AVX2, SSE4.1
+//!   and a generic build (without SSE4.1 `floor` is a library call and does
+//!   not vectorize). The best available set is detected at run time. FMA is
+//!   never enabled on purpose: Rust does not contract `a * b + c`, and a
+//!   contraction would change the results.
+//! * **Per-channel tiling.** The channel of element `i` is `i % C`. The
+//!   per-channel parameters (nudged range, scales, zero point, a keep mask
+//!   for `[0, 0]` channels) are repeated into tables of width
+//!   `L = lcm(C, 16)` (or `L = C` when that would exceed 1024), so the input
+//!   is processed as rows of `L` elements whose inner loop runs over
+//!   contiguous parameter arrays and vectorizes fully for any `C`.
+//! * **Fused gradient.** One pass writes `dx` and accumulates `dmin`/`dmax`
+//!   in 16 float32 lanes (per-channel: one accumulator per table column).
+//!   Lanes are folded per chunk and chunks are added in float64 in chunk
+//!   order, so the result does not depend on the number of threads.
+//! * **Threads.** Inputs longer than [`PAR_CHUNK`] are split into chunks of
+//!   about that many elements (a multiple of `L` for per-channel ops) and run
+//!   on rayon's global pool; shorter inputs run on the calling thread.
+//! * **Subnormals.** TensorFlow's CPU kernels run with denormals-are-zero;
+//!   these kernels do not change the float mode, so subnormal inputs (which
+//!   never occur in the TensorFlow vectors) may behave differently.
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+/// Elements per parallel task. Inputs of at most this many elements run
+/// serially on the calling thread.
+pub const PAR_CHUNK: usize = 1 << 16;
+
+/// Accumulator lanes of the fused per-tensor gradient.
+const LANES: usize = 16;
+
+/// Largest per-channel table width built from `lcm(C, 16)`.
+const MAX_TABLE_WIDTH: usize = 1024;
+
+/// Invalid fake-quant attributes.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum FakeQuantError {
+    /// `num_bits` outside `2..=16`.
+    #[error("num_bits must be between 2 and 16, inclusive")]
+    NumBits(u32),
+    /// `FakeQuantWithMinMaxArgs` requires `min < max`.
+    #[error("min has to be smaller than max, was: min = {min}, max = {max}")]
+    ArgsRange {
+        /// The `min` attribute.
+        min: f32,
+        /// The `max` attribute.
+        max: f32,
+    },
+}
+
+/// The `num_bits` and `narrow_range` attributes shared by all fake-quant ops.
+///
+/// Build it with [`FakeQuantParams::new`], which validates `num_bits`; the
+/// kernels assume a validated value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FakeQuantParams {
+    /// Bit width of the integer grid, `2..=16`.
+    pub num_bits: u32,
+    /// Use `[1, 2^num_bits - 1]` instead of `[0, 2^num_bits - 1]`.
+    pub narrow_range: bool,
+}
+
+impl Default for FakeQuantParams {
+    /// TensorFlow's defaults: 8 bits, full range.
+    fn default() -> Self {
+        Self {
+            num_bits: 8,
+            narrow_range: false,
+        }
+    }
+}
+
+impl FakeQuantParams {
+    /// Validated attributes; fails like TensorFlow's kernel construction
+    /// when `num_bits` is outside `2..=16`.
+    pub fn new(num_bits: u32, narrow_range: bool) -> Result<Self, FakeQuantError> {
+        if !(2..=16).contains(&num_bits) {
+            return Err(FakeQuantError::NumBits(num_bits));
+        }
+        Ok(Self {
+            num_bits,
+            narrow_range,
+        })
+    }
+
+    /// Smallest integer level: 1 with `narrow_range`, else 0.
+    pub fn quant_min(self) -> i64 {
+        i64::from(self.narrow_range)
+    }
+
+    /// Largest integer level, `2^num_bits - 1`.
+    pub fn quant_max(self) -> i64 {
+        debug_assert!((2..=16).contains(&self.num_bits), "unvalidated num_bits");
+        (1i64 << self.num_bits.min(32)) - 1
+    }
+}
+
+/// Checks the `FakeQuantWithMinMaxArgs` attribute constraint `min < max`.
+pub fn validate_args_range(min: f32, max: f32) -> Result<(), FakeQuantError> {
+    if min < max {
+        Ok(())
+    } else {
+        Err(FakeQuantError::ArgsRange { min, max })
+    }
+}
+
+/// A range nudged so that real 0 lies exactly on the integer grid
+/// (TensorFlow's `Nudge`, reference-semantics §5.2), with the derived
+/// constants the kernels use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nudged {
+    /// Lower end of the nudged range, `(quant_min - zero_point) * scale`.
+    pub nudged_min: f32,
+    /// Upper end of the nudged range, `(quant_max - zero_point) * scale`.
+    pub nudged_max: f32,
+    /// Step size, `(max - min) / (quant_max - quant_min)`.
+    pub scale: f32,
+    /// `(quant_max - quant_min) / (max - min)`: a division of its own, not
+    /// the reciprocal of `scale`; the `args` and per-channel ops multiply by it.
+    pub inv_scale: f32,
+    /// The integer zero point, in `[quant_min, quant_max]`.
+    pub zero_point: i64,
+    /// `floor(-nudged_min * inv_scale + 0.5)`: the zero point relative to
+    /// `quant_min`, as TensorFlow computes it in float32.
+    pub quant_zero: f32,
+}
+
+/// TensorFlow's float32 nudging of `[min, max]`, the same for every variant.
+///
+/// Every step is rounded to float32 as in TensorFlow: `[-1, 1]` with 8 bits
+/// gives a float zero point of 127.49999 and hence `zero_point = 127`. The
+/// zero point rounds half away from zero and is clamped to
+/// `[quant_min, quant_max]`, so a range that excludes 0 keeps its span and
+/// moves to touch 0. With `min >= max` the result is meaningless (`scale`
+/// is not positive), as in TensorFlow; the ops treat `[0, 0]` specially
+/// before nudging.
+pub fn nudge(min: f32, max: f32, p: FakeQuantParams) -> Nudged {
+    let quant_min = p.quant_min();
+    let quant_max = p.quant_max();
+    let qmin_f = quant_min as f32;
+    let qmax_f = quant_max as f32;
+    let scale = (max - min) / (qmax_f - qmin_f);
+    let inv_scale = (qmax_f - qmin_f) / (max - min);
+    let zero_point_from_min = qmin_f - min / scale;
+    let zero_point = if zero_point_from_min < qmin_f {
+        quant_min
+    } else if zero_point_from_min > qmax_f {
+        quant_max
+    } else {
+        // Non-negative here, so half away from zero is half up. A NaN (from a
+        // degenerate range) casts to 0.
+        zero_point_from_min.round() as i64
+    };
+    let zp_f = zero_point as f32;
+    let nudged_min = (qmin_f - zp_f) * scale;
+    let nudged_max = (qmax_f - zp_f) * scale;
+    let quant_zero = (-nudged_min * inv_scale + 0.5).floor();
+    Nudged {
+        nudged_min,
+        nudged_max,
+        scale,
+        inv_scale,
+        zero_point,
+        quant_zero,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public entry points
+// ---------------------------------------------------------------------------
+
+/// `FakeQuantWithMinMaxVars`: fake-quantizes `x` into `out` with one range.
+///
+/// A `[0, 0]` range gives all zeros.
+///
+/// # Panics
+/// If `x` and `out` differ in length.
+pub fn fake_quant_vars(x: &[f32], min: f32, max: f32, p: FakeQuantParams, out: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "fake_quant_vars: x and out lengths differ"
+    );
+    if min == 0.0 && max == 0.0 {
+        par_fill_zero(out);
+        return;
+    }
+    let k = ScalarConsts::new(&nudge(min, max, p));
+    let isa = Isa::detect();
+    par_map(x, out, |x, out| forward_div(isa, x, out, &k));
+}
+
+/// `FakeQuantWithMinMaxArgs`: like [`fake_quant_vars`] with attribute
+/// `min`/`max`, multiplying by `inv_scale` instead of dividing by `scale`.
+///
+/// TensorFlow requires `min < max` ([`validate_args_range`]); other ranges
+/// give meaningless results and are not special-cased.
+///
+/// # Panics
+/// If `x` and `out` differ in length.
+pub fn fake_quant_args(x: &[f32], min: f32, max: f32, p: FakeQuantParams, out: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "fake_quant_args: x and out lengths differ"
+    );
+    let k = ScalarConsts::new(&nudge(min, max, p));
+    let isa = Isa::detect();
+    par_map(x, out, |x, out| forward_mul(isa, x, out, &k));
+}
+
+/// `FakeQuantWithMinMaxVarsPerChannel`: element `i` uses the range
+/// `mins[i % C]`, `maxs[i % C]` with `C = mins.len()`, i.e. the channel is
+/// the last dimension of a row-major tensor. A `[0, 0]` channel gives zeros.
+///
+/// # Panics
+/// If `x` and `out` differ in length, `mins` and `maxs` differ in length,
+/// or a non-empty `x` is not a whole number of rows of `C` channels.
+pub fn fake_quant_per_channel(
+    x: &[f32],
+    mins: &[f32],
+    maxs: &[f32],
+    p: FakeQuantParams,
+    out: &mut [f32],
+) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "fake_quant_per_channel: x and out lengths differ"
+    );
+    check_channels(x.len(), mins, maxs);
+    if x.is_empty() {
+        return;
+    }
+    let t = ForwardTable::new(mins, maxs, p);
+    let isa = Isa::detect();
+    par_map_rows(x, out, t.width, |x, out| {
+        if t.has_zero {
+            forward_channels::<true>(isa, x, out, &t);
+        } else {
+            forward_channels::<false>(isa, x, out, &t);
+        }
+    });
+}
+
+/// `FakeQuantWithMinMaxVarsGradient`, fused into one pass: writes
+/// `dx = g` where `nudged_min <= x <= nudged_max` (else `g * 0`) and returns
+/// `(dmin, dmax)`, the sums of `g` over `x < nudged_min` and over
+/// `x > nudged_max`. A `[0, 0]` range gives `dx = g` and `(0, 0)`.
+///
+/// # Panics
+/// If `g`, `x` and `dx` differ in length.
+pub fn fake_quant_vars_grad(
+    g: &[f32],
+    x: &[f32],
+    min: f32,
+    max: f32,
+    p: FakeQuantParams,
+    dx: &mut [f32],
+) -> (f32, f32) {
+    assert_eq!(
+        g.len(),
+        x.len(),
+        "fake_quant_vars_grad: g and x lengths differ"
+    );
+    assert_eq!(
+        x.len(),
+        dx.len(),
+        "fake_quant_vars_grad: x and dx lengths differ"
+    );
+    if min == 0.0 && max == 0.0 {
+        par_copy(g, dx);
+        return (0.0, 0.0);
+    }
+    let n = nudge(min, max, p);
+    let (lo, hi) = (n.nudged_min, n.nudged_max);
+    let isa = Isa::detect();
+    let partials: Vec<(f32, f32)> = if x.len() <= PAR_CHUNK {
+        vec![grad_sums(isa, g, x, dx, lo, hi)]
+    } else {
+        g.par_chunks(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK))
+            .zip(dx.par_chunks_mut(PAR_CHUNK))
+            .map(|((g, x), dx)| grad_sums(isa, g, x, dx, lo, hi))
+            .collect()
+    };
+    let (dmin, dmax) = partials.iter().fold((0f64, 0f64), |(a, b), &(c, d)| {
+        (a + f64::from(c), b + f64::from(d))
+    });
+    (dmin as f32, dmax as f32)
+}
+
+/// `FakeQuantWithMinMaxArgsGradient`: `dx = g` where
+/// `nudged_min <= x <= nudged_max`, else `g * 0`.
+///
+/// # Panics
+/// If `g`, `x` and `dx` differ in length.
+pub fn fake_quant_args_grad(
+    g: &[f32],
+    x: &[f32],
+    min: f32,
+    max: f32,
+    p: FakeQuantParams,
+    dx: &mut [f32],
+) {
+    assert_eq!(
+        g.len(),
+        x.len(),
+        "fake_quant_args_grad: g and x lengths differ"
+    );
+    assert_eq!(
+        x.len(),
+        dx.len(),
+        "fake_quant_args_grad: x and dx lengths differ"
+    );
+    let n = nudge(min, max, p);
+    let (lo, hi) = (n.nudged_min, n.nudged_max);
+    let isa = Isa::detect();
+    if x.len() <= PAR_CHUNK {
+        grad_mask(isa, g, x, dx, lo, hi);
+    } else {
+        g.par_chunks(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK))
+            .zip(dx.par_chunks_mut(PAR_CHUNK))
+            .for_each(|((g, x), dx)| grad_mask(isa, g, x, dx, lo, hi));
+    }
+}
+
+/// `FakeQuantWithMinMaxVarsPerChannelGradient`, fused into one pass, with
+/// channel `i % C` as in [`fake_quant_per_channel`]: writes `dx` and the
+/// per-channel sums `dmin[c]`, `dmax[c]` (overwritten, not accumulated).
+/// A `[0, 0]` channel gives `dx = g` and zero sums.
+///
+/// # Panics
+/// If `g`, `x` and `dx` differ in length, `mins`, `maxs`, `dmin` and `dmax`
+/// differ in length, or a non-empty `x` is not a whole number of rows.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the TensorFlow op: three inputs, two ranges, attributes, three outputs"
+)]
+pub fn fake_quant_per_channel_grad(
+    g: &[f32],
+    x: &[f32],
+    mins: &[f32],
+    maxs: &[f32],
+    p: FakeQuantParams,
+    dx: &mut [f32],
+    dmin: &mut [f32],
+    dmax: &mut [f32],
+) {
+    assert_eq!(
+        g.len(),
+        x.len(),
+        "fake_quant_per_channel_grad: g and x lengths differ"
+    );
+    assert_eq!(
+        x.len(),
+        dx.len(),
+        "fake_quant_per_channel_grad: x and dx lengths differ"
+    );
+    assert_eq!(
+        dmin.len(),
+        mins.len(),
+        "fake_quant_per_channel_grad: dmin length"
+    );
+    assert_eq!(
+        dmax.len(),
+        mins.len(),
+        "fake_quant_per_channel_grad: dmax length"
+    );
+    check_channels(x.len(), mins, maxs);
+    dmin.fill(0.0);
+    dmax.fill(0.0);
+    if x.is_empty() {
+        return;
+    }
+    let t = GradTable::new(mins, maxs, p);
+    let isa = Isa::detect();
+    let w = t.width;
+    let rows = rows_per_chunk(w);
+    let run = |g: &[f32], x: &[f32], dx: &mut [f32]| {
+        let mut acc = (vec![0f32; w], vec![0f32; w]);
+        if t.has_zero {
+            grad_channels::<true>(isa, g, x, dx, &t, &mut acc.0, &mut acc.1);
+        } else {
+            grad_channels::<false>(isa, g, x, dx, &t, &mut acc.0, &mut acc.1);
+        }
+        acc
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = if x.len() <= rows {
+        vec![run(g, x, dx)]
+    } else {
+        g.par_chunks(rows)
+            .zip(x.par_chunks(rows))
+            .zip(dx.par_chunks_mut(rows))
+            .map(|((g, x), dx)| run(g, x, dx))
+            .collect()
+    };
+    let channels = mins.len();
+    let mut sum_min = vec![0f64; channels];
+    let mut sum_max = vec![0f64; channels];
+    for (amin, amax) in &partials {
+        for (j, (&a, &b)) in amin.iter().zip(amax).enumerate() {
+            sum_min[j % channels] += f64::from(a);
+            sum_max[j % channels] += f64::from(b);
+        }
+    }
+    for c in 0..channels {
+        let zero = mins[c] == 0.0 && maxs[c] == 0.0;
+        dmin[c] = if zero { 0.0 } else { sum_min[c] as f32 };
+        dmax[c] = if zero { 0.0 } else { sum_max[c] as f32 };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scalar reference
+// ---------------------------------------------------------------------------
+
+/// Plain scalar transcriptions of TensorFlow 2.x's fake-quant functors, one
+/// element at a time. The fast paths are tested against these; sums are
+/// accumulated in float64 in index order.
+pub mod reference {
+    use super::{FakeQuantParams, nudge};
+
+    fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+        // Eigen's cwiseMin(hi).cwiseMax(lo), std::min/std::max semantics.
+        let c = if hi < x { hi } else { x };
+        if c < lo { lo } else { c }
+    }
+
+    fn is_zero_range(min: f32, max: f32) -> bool {
+        min == 0.0 && max == 0.0
+    }
+
+    fn mask(b: bool) -> f32 {
+        if b { 1.0 } else { 0.0 }
+    }
+
+    /// Reference `FakeQuantWithMinMaxVars` (division by `scale`).
+    pub fn fake_quant_vars(x: &[f32], min: f32, max: f32, p: FakeQuantParams, out: &mut [f32]) {
+        assert_eq!(x.len(), out.len());
+        if is_zero_range(min, max) {
+            out.fill(0.0);
+            return;
+        }
+        let n = nudge(min, max, p);
+        for (o, &v) in out.iter_mut().zip(x) {
+            let shifted = clamp(v, n.nudged_min, n.nudged_max) - n.nudged_min;
+            *o = (shifted / n.scale - n.quant_zero + 0.5).floor() * n.scale;
+        }
+    }
+
+    /// Reference `FakeQuantWithMinMaxArgs` (multiplication by `inv_scale`).
+    pub fn fake_quant_args(x: &[f32], min: f32, max: f32, p: FakeQuantParams, out: &mut [f32]) {
+        assert_eq!(x.len(), out.len());
+        let n = nudge(min, max, p);
+        for (o, &v) in out.iter_mut().zip(x) {
+            let shifted = clamp(v, n.nudged_min, n.nudged_max) - n.nudged_min;
+            *o = (shifted * n.inv_scale - n.quant_zero + 0.5).floor() * n.scale;
+        }
+    }
+
+    /// Reference `FakeQuantWithMinMaxVarsPerChannel` (channel `i % C`,
+    /// multiplication by `inv_scale`).
+    pub fn fake_quant_per_channel(
+        x: &[f32],
+        mins: &[f32],
+        maxs: &[f32],
+        p: FakeQuantParams,
+        out: &mut [f32],
+    ) {
+        assert_eq!(x.len(), out.len());
+        assert_eq!(mins.len(), maxs.len());
+        for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+            let c = i % mins.len();
+            if is_zero_range(mins[c], maxs[c]) {
+                *o = 0.0;
+                continue;
+            }
+            let n = nudge(mins[c], maxs[c], p);
+            let shifted = clamp(v, n.nudged_min, n.nudged_max) - n.nudged_min;
+            *o = (shifted * n.inv_scale - n.quant_zero + 0.5).floor() * n.scale;
+        }
+    }
+
+    /// Reference `FakeQuantWithMinMaxVarsGradient`; returns `(dmin, dmax)`.
+    pub fn fake_quant_vars_grad(
+        g: &[f32],
+        x: &[f32],
+        min: f32,
+        max: f32,
+        p: FakeQuantParams,
+        dx: &mut [f32],
+    ) -> (f32, f32) {
+        assert_eq!(g.len(), x.len());
+        assert_eq!(x.len(), dx.len());
+        if is_zero_range(min, max) {
+            dx.copy_from_slice(g);
+            return (0.0, 0.0);
+        }
+        let n = nudge(min, max, p);
+        let (mut dmin, mut dmax) = (0f64, 0f64);
+        for ((d, &gv), &xv) in dx.iter_mut().zip(g).zip(x) {
+            *d = gv * mask(xv >= n.nudged_min && xv <= n.nudged_max);
+            dmin += f64::from(gv * mask(xv < n.nudged_min));
+            dmax += f64::from(gv * mask(xv > n.nudged_max));
+        }
+        (dmin as f32, dmax as f32)
+    }
+
+    /// Reference `FakeQuantWithMinMaxArgsGradient`.
+    pub fn fake_quant_args_grad(
+        g: &[f32],
+        x: &[f32],
+        min: f32,
+        max: f32,
+        p: FakeQuantParams,
+        dx: &mut [f32],
+    ) {
+        assert_eq!(g.len(), x.len());
+        assert_eq!(x.len(), dx.len());
+        let n = nudge(min, max, p);
+        for ((d, &gv), &xv) in dx.iter_mut().zip(g).zip(x) {
+            *d = gv * mask(xv >= n.nudged_min && xv <= n.nudged_max);
+        }
+    }
+
+    /// Reference `FakeQuantWithMinMaxVarsPerChannelGradient`.
+    #[expect(clippy::too_many_arguments, reason = "same signature as the fast path")]
+    pub fn fake_quant_per_channel_grad(
+        g: &[f32],
+        x: &[f32],
+        mins: &[f32],
+        maxs: &[f32],
+        p: FakeQuantParams,
+        dx: &mut [f32],
+        dmin: &mut [f32],
+        dmax: &mut [f32],
+    ) {
+        assert_eq!(g.len(), x.len());
+        assert_eq!(x.len(), dx.len());
+        let channels = mins.len();
+        assert!(maxs.len() == channels && dmin.len() == channels && dmax.len() == channels);
+        let mut smin = vec![0f64; channels];
+        let mut smax = vec![0f64; channels];
+        for (i, ((d, &gv), &xv)) in dx.iter_mut().zip(g).zip(x).enumerate() {
+            let c = i % channels;
+            if is_zero_range(mins[c], maxs[c]) {
+                *d = gv;
+                continue;
+            }
+            let n = nudge(mins[c], maxs[c], p);
+            *d = gv * mask(xv >= n.nudged_min && xv <= n.nudged_max);
+            smin[c] += f64::from(gv * mask(xv < n.nudged_min));
+            smax[c] += f64::from(gv * mask(xv > n.nudged_max));
+        }
+        for c in 0..channels {
+            dmin[c] = smin[c] as f32;
+            dmax[c] = smax[c] as f32;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Threading helpers
+// ---------------------------------------------------------------------------
+
+fn check_channels(len: usize, mins: &[f32], maxs: &[f32]) {
+    assert_eq!(
+        mins.len(),
+        maxs.len(),
+        "per-channel min and max lengths differ"
+    );
+    if len > 0 {
+        assert!(
+            !mins.is_empty() && len.is_multiple_of(mins.len()),
+            "input length {len} is not a multiple of the channel count {}",
+            mins.len()
+        );
+    }
+}
+
+/// Elements per parallel task for rows of `width` elements.
+fn rows_per_chunk(width: usize) -> usize {
+    (PAR_CHUNK / width).max(1) * width
+}
+
+fn par_map(x: &[f32], out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    if x.len() <= PAR_CHUNK {
+        f(x, out);
+    } else {
+        x.par_chunks(PAR_CHUNK)
+            .zip(out.par_chunks_mut(PAR_CHUNK))
+            .for_each(|(x, out)| f(x, out));
+    }
+}
+
+/// Like [`par_map`], with every chunk starting at a multiple of `width`.
+fn par_map_rows(x: &[f32], out: &mut [f32], width: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    let rows = rows_per_chunk(width);
+    if x.len() <= rows {
+        f(x, out);
+    } else {
+        x.par_chunks(rows)
+            .zip(out.par_chunks_mut(rows))
+            .for_each(|(x, out)| f(x, out));
+    }
+}
+
+fn par_fill_zero(out: &mut [f32]) {
+    if out.len() <= PAR_CHUNK {
+        out.fill(0.0);
+    } else {
+        out.par_chunks_mut(PAR_CHUNK).for_each(|o| o.fill(0.0));
+    }
+}
+
+fn par_copy(src: &[f32], dst: &mut [f32]) {
+    par_map(src, dst, |s, d| d.copy_from_slice(s));
+}
+
+// ---------------------------------------------------------------------------
+// Runtime dispatch
+// ---------------------------------------------------------------------------
+
+/// The instruction sets the inner loops are compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// No extra target features (`floor` is a library call on x86-64).
+    Generic,
+    /// SSE4.1 (`roundps`), 4 lanes.
+    #[cfg(target_arch = "x86_64")]
+    Sse41,
+    /// AVX2, 8 lanes.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// The best instruction set of this CPU.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+            if std::arch::is_x86_feature_detected!("sse4.1") {
+                return Isa::Sse41;
+            }
+        }
+        Isa::Generic
+    }
+
+    /// Every instruction set this CPU can run (for tests).
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut v = vec![Isa::Generic];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("sse4.1") {
+                v.push(Isa::Sse41);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                v.push(Isa::Avx2);
+            }
+        }
+        v
+    }
+}
+
+/// Defines `$name(isa, args..)`, which runs the `#[inline(always)]` body
+/// `$body(args..)` compiled for the instruction set `isa`.
+macro_rules! multiversion {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident $(<const $c:ident: bool>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+            => $body:ident
+    ) => {
+        $(#[$meta])*
+        fn $name $(<const $c: bool>)? (isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2 $(<const $c: bool>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body $(::<$c>)? ($($arg),*)
+                }
+                #[target_feature(enable = "sse4.1")]
+                fn sse41 $(<const $c: bool>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body $(::<$c>)? ($($arg),*)
+                }
+                match isa {
+                    // SAFETY: `Isa::Avx2` is only produced after detecting AVX2.
+                    Isa::Avx2 => return unsafe { avx2 $(::<$c>)? ($($arg),*) },
+                    // SAFETY: `Isa::Sse41` is only produced after detecting SSE4.1.
+                    Isa::Sse41 => return unsafe { sse41 $(::<$c>)? ($($arg),*) },
+                    Isa::Generic => {}
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = isa;
+            $body $(::<$c>)? ($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Per-tensor forward with division (`vars`).
+    fn forward_div(x: &[f32], out: &mut [f32], k: &ScalarConsts) => forward_div_body
+}
+multiversion! {
+    /// Per-tensor forward with multiplication by `inv_scale` (`args`).
+    fn forward_mul(x: &[f32], out: &mut [f32], k: &ScalarConsts) => forward_mul_body
+}
+multiversion! {
+    /// Per-channel forward over whole rows of the table.
+    fn forward_channels<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable)
+        => forward_channels_body
+}
+multiversion! {
+    /// Fused per-tensor gradient; returns this chunk's `(dmin, dmax)`.
+    fn grad_sums(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32)
+        => grad_sums_body
+}
+multiversion! {
+    /// Gradient mask only (`args`).
+    fn grad_mask(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) => grad_mask_body
+}
+multiversion! {
+    /// Fused per-channel gradient over whole rows; adds into the column sums.
+    fn grad_channels<const ZERO: bool>(
+        g: &[f32],
+        x: &[f32],
+        dx: &mut [f32],
+        t: &GradTable,
+        acc_min: &mut [f32],
+        acc_max: &mut [f32],
+    ) => grad_channels_body
+}
+
+// ---------------------------------------------------------------------------
+// Inner loops
+// ---------------------------------------------------------------------------
+
+/// Per-tensor constants of the forward.
+struct ScalarConsts {
+    lo: f32,
+    hi: f32,
+    scale: f32,
+    inv_scale: f32,
+    quant_zero: f32,
+}
+
+impl ScalarConsts {
+    fn new(n: &Nudged) -> Self {
+        Self {
+            lo: n.nudged_min,
+            hi: n.nudged_max,
+            scale: n.scale,
+            inv_scale: n.inv_scale,
+            quant_zero: n.quant_zero,
+        }
+    }
+}
+
+/// Eigen's `cwiseMin(hi).cwiseMax(lo)`; lowers to `minps` then `maxps` and
+/// propagates NaN like TensorFlow.
+#[inline(always)]
+fn clamp_tf(x: f32, lo: f32, hi: f32) -> f32 {
+    let c = if hi < x { hi } else { x };
+    if c < lo { lo } else { c }
+}
+
+#[inline(always)]
+fn mask(b: bool) -> f32 {
+    if b { 1.0 } else { 0.0 }
+}
+
+#[inline(always)]
+fn forward_div_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+    let (lo, hi, s, qz) = (k.lo, k.hi, k.scale, k.quant_zero);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = ((clamp_tf(v, lo, hi) - lo) / s - qz + 0.5).floor() * s;
+    }
+}
+
+#[inline(always)]
+fn forward_mul_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+    let (lo, hi, s, inv, qz) = (k.lo, k.hi, k.scale, k.inv_scale, k.quant_zero);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = ((clamp_tf(v, lo, hi) - lo) * inv - qz + 0.5).floor() * s;
+    }
+}
+
+#[inline(always)]
+fn forward_channels_body<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable) {
+    for (x, out) in x.chunks(t.width).zip(out.chunks_mut(t.width)) {
+        let n = x.len();
+        let out = &mut out[..n];
+        let (lo, hi, inv) = (&t.lo[..n], &t.hi[..n], &t.inv_scale[..n]);
+        let (qz, s, keep) = (&t.quant_zero[..n], &t.scale[..n], &t.keep[..n]);
+        for j in 0..n {
+            let y = ((clamp_tf(x[j], lo[j], hi[j]) - lo[j]) * inv[j] - qz[j] + 0.5).floor() * s[j];
+            out[j] = if ZERO {
+                // A [0, 0] channel is exactly 0, even for NaN inputs.
+                f32::from_bits(y.to_bits() & keep[j])
+            } else {
+                y
+            };
+        }
+    }
+}
+
+#[inline(always)]
+fn grad_mask_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) {
+    for ((d, &gv), &xv) in dx.iter_mut().zip(g).zip(x) {
+        *d = gv * mask(xv >= lo && xv <= hi);
+    }
+}
+
+#[inline(always)]
+fn grad_sums_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32) {
+    let mut amin = [0f32; LANES];
+    let mut amax = [0f32; LANES];
+    let mut gc = g.chunks_exact(LANES);
+    let mut xc = x.chunks_exact(LANES);
+    let mut dc = dx.chunks_exact_mut(LANES);
+    for ((gb, xb), db) in (&mut gc).zip(&mut xc).zip(&mut dc) {
+        for j in 0..LANES {
+            let (gv, xv) = (gb[j], xb[j]);
+            db[j] = gv * mask(xv >= lo && xv <= hi);
+            amin[j] += if xv < lo { gv } else { 0.0 };
+            amax[j] += if xv > hi { gv } else { 0.0 };
+        }
+    }
+    let (gt, xt, dt) = (gc.remainder(), xc.remainder(), dc.into_remainder());
+    for j in 0..dt.len() {
+        let (gv, xv) = (gt[j], xt[j]);
+        dt[j] = gv * mask(xv >= lo && xv <= hi);
+        amin[j] += if xv < lo { gv } else { 0.0 };
+        amax[j] += if xv > hi { gv } else { 0.0 };
+    }
+    (fold_lanes(amin), fold_lanes(amax))
+}
+
+/// Pairwise sum of the accumulator lanes.
+#[inline(always)]
+fn fold_lanes(mut a: [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for j in 0..w {
+            a[j] += a[j + w];
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
+#[inline(always)]
+fn grad_channels_body<const ZERO: bool>(
+    g: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    t: &GradTable,
+    acc_min: &mut [f32],
+    acc_max: &mut [f32],
+) {
+    let rows = g
+        .chunks(t.width)
+        .zip(x.chunks(t.width))
+        .zip(dx.chunks_mut(t.width));
+    for ((g, x), dx) in rows {
+        let n = x.len();
+        let (g, dx) = (&g[..n], &mut dx[..n]);
+        let (lo, hi, pass) = (&t.lo[..n], &t.hi[..n], &t.pass[..n]);
+        let (amin, amax) = (&mut acc_min[..n], &mut acc_max[..n]);
+        for j in 0..n {
+            let (gv, xv) = (g[j], x[j]);
+            let inside = xv >= lo[j] && xv <= hi[j];
+            // A [0, 0] channel has an infinite range and passes 1.0, so its
+            // mask is 1 even for NaN inputs.
+            let m = if ZERO {
+                if inside { 1.0 } else { pass[j] }
+            } else {
+                mask(inside)
+            };
+            dx[j] = gv * m;
+            amin[j] += if xv < lo[j] { gv } else { 0.0 };
+            amax[j] += if xv > hi[j] { gv } else { 0.0 };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-channel tables
+// ---------------------------------------------------------------------------
+
+/// Width of a per-channel table: `lcm(C, 16)` when small, else `C`.
+fn table_width(channels: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let lcm = channels / gcd(channels, LANES) * LANES;
+    if lcm <= MAX_TABLE_WIDTH {
+        lcm
+    } else {
+        channels
+    }
+}
+
+/// Per-channel forward constants repeated to `width` columns.
+struct ForwardTable {
+    width: usize,
+    has_zero: bool,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    scale: Vec<f32>,
+    inv_scale: Vec<f32>,
+    quant_zero: Vec<f32>,
+    /// All ones, or 0 for a `[0, 0]` channel.
+    keep: Vec<u32>,
+}
+
+impl ForwardTable {
+    fn new(mins: &[f32], maxs: &[f32], p: FakeQuantParams) -> Self {
+        let width = table_width(mins.len());
+        let mut t = Self {
+            width,
+            has_zero: false,
+            lo: Vec::with_capacity(width),
+            hi: Vec::with_capacity(width),
+            scale: Vec::with_capacity(width),
+            inv_scale: Vec::with_capacity(width),
+            quant_zero: Vec::with_capacity(width),
+            keep: Vec::with_capacity(width),
+        };
+        for j in 0..width {
+            let (min, max) = (mins[j % mins.len()], maxs[j % mins.len()]);
+            if min == 0.0 && max == 0.0 {
+                t.has_zero = true;
+                t.lo.push(0.0);
+                t.hi.push(0.0);
+                t.scale.push(0.0);
+                t.inv_scale.push(0.0);
+                t.quant_zero.push(0.0);
+                t.keep.push(0);
+            } else {
+                let n = nudge(min, max, p);
+                t.lo.push(n.nudged_min);
+                t.hi.push(n.nudged_max);
+                t.scale.push(n.scale);
+                t.inv_scale.push(n.inv_scale);
+                t.quant_zero.push(n.quant_zero);
+                t.keep.push(u32::MAX);
+            }
+        }
+        t
+    }
+}
+
+/// Per-channel gradient constants repeated to `width` columns.
+struct GradTable {
+    width: usize,
+    has_zero: bool,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    /// 1.0 for a `[0, 0]` channel (gradient always passes), else 0.0.
+    pass: Vec<f32>,
+}
+
+impl GradTable {
+    fn new(mins: &[f32], maxs: &[f32], p: FakeQuantParams) -> Self {
+        let width = table_width(mins.len());
+        let mut t = Self {
+            width,
+            has_zero: false,
+            lo: Vec::with_capacity(width),
+            hi: Vec::with_capacity(width),
+            pass: Vec::with_capacity(width),
+        };
+        for j in 0..width {
+            let (min, max) = (mins[j % mins.len()], maxs[j % mins.len()]);
+            if min == 0.0 && max == 0.0 {
+                t.has_zero = true;
+                t.lo.push(f32::NEG_INFINITY);
+                t.hi.push(f32::INFINITY);
+                t.pass.push(1.0);
+            } else {
+                let n = nudge(min, max, p);
+                t.lo.push(n.nudged_min);
+                t.hi.push(n.nudged_max);
+                t.pass.push(0.0);
+            }
+        }
+        t
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(bits: u32, narrow: bool) -> FakeQuantParams {
+        FakeQuantParams::new(bits, narrow).unwrap()
+    }
+
+    fn vars(x: &[f32], min: f32, max: f32, bits: u32, narrow: bool) -> Vec<f32> {
+        let mut out = vec![f32::NAN; x.len()];
+        fake_quant_vars(x, min, max, p(bits, narrow), &mut out);
+        out
+    }
+
+    fn assert_bits(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "index {i}: got {g:e}, want {w:e}");
+        }
+    }
+
+    /// Deterministic inputs spanning beyond `[lo, hi]`, with grid points and
+    /// ties mixed in (xorshift; no external RNG needed).
+    fn inputs(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        let span = hi - lo;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                match i % 5 {
+                    // A tie on a 1/255-ish grid, snapped in float32.
+                    0 => lo + ((u * 255.0).floor() + 0.5) * (span / 255.0),
+                    _ => lo - 0.3 * span + u * 1.6 * span,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn num_bits_is_validated() {
+        for bits in [0, 1, 17, 32] {
+            let err = FakeQuantParams::new(bits, false).unwrap_err();
+            assert_eq!(err, FakeQuantError::NumBits(bits));
+            assert_eq!(
+                err.to_string(),
+                "num_bits must be between 2 and 16, inclusive"
+            );
+        }
+        for bits in 2..=16 {
+            let q = FakeQuantParams::new(bits, true).unwrap();
+            assert_eq!((q.quant_min(), q.quant_max()), (1, (1 << bits) - 1));
+        }
+        assert_eq!(FakeQuantParams::default(), p(8, false));
+    }
+
+    #[test]
+    fn args_range_is_validated() {
+        assert!(validate_args_range(-1.0, 1.0).is_ok());
+        let err = validate_args_range(1.0, 1.0).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("min has to be smaller than max")
+        );
+    }
+
+    #[test]
+    fn nudging_is_float32() {
+        // §5.2: zp_f = 127.49999 in float32, so the zero point is 127.
+        let n = nudge(-1.0, 1.0, p(8, false));
+        assert_eq!(n.zero_point, 127);
+        assert_eq!(n.scale, 2.0 / 255.0);
+        assert_eq!(n.nudged_min, -127.0 * n.scale);
+        assert_eq!(n.nudged_max, 128.0 * n.scale);
+        assert_eq!(n.quant_zero, 127.0);
+        // Ranges that exclude 0 keep their span and move to touch 0.
+        let n = nudge(0.5, 2.0, p(8, false));
+        assert_eq!((n.zero_point, n.nudged_min, n.nudged_max), (0, 0.0, 1.5));
+        let n = nudge(-2.0, -0.5, p(4, true));
+        assert_eq!((n.zero_point, n.nudged_min, n.nudged_max), (15, -1.5, 0.0));
+        // Symmetric narrow weights: zero point 128, levels 1..255.
+        let n = nudge(-0.5, 0.5, p(8, true));
+        assert_eq!((n.zero_point, n.nudged_min, n.nudged_max), (128, -0.5, 0.5));
+    }
+
+    /// Reference-semantics §5.5. Expected values are TensorFlow 2.21's
+    /// (`tf.quantization.fake_quant_with_min_max_vars`). Rows 1 and 4 differ
+    /// from the table, which was computed with TF 1.15's formula: TF 2.21
+    /// gives 0.50196081 (not 0.50196075) and 0.2992126 (not 0.29921257).
+    /// One worked example: inputs, min, max, bits, narrow, expected bits.
+    type Row = (&'static [f32], f32, f32, u32, bool, &'static [u32]);
+
+    #[test]
+    fn worked_examples() {
+        let rows: &[Row] = &[
+            (&[0.5], -1.0, 1.0, 8, false, &[0x3f00_8081]),
+            (&[3.0], 0.0, 6.0, 8, false, &[0x4040_c0c1]),
+            (&[6.1, -0.2], 0.0, 6.0, 8, false, &[0x40c0_0000, 0]),
+            (&[0.3], -0.5, 0.5, 8, true, &[0x3e99_3265]),
+            (
+                &[-0.75, -0.25, -0.26],
+                -1.0,
+                0.5,
+                2,
+                false,
+                &[0xbf00_0000, 0, 0xbf00_0000],
+            ),
+            (&[1.8, 1.0], 0.5, 2.0, 8, false, &[0x3fc0_0000, 0x3f80_0000]),
+            (&[3.26], -0.4, 7.1, 4, false, &[0x4060_0000]),
+            (&[5.0], 0.0, 0.0, 8, false, &[0]),
+            (
+                &[0.1, -0.8],
+                -0.8,
+                0.79375,
+                8,
+                false,
+                &[0x3dcc_cccd, 0xbf4c_cccd],
+            ),
+            (&[0.499_999_97], 0.0, 255.0, 8, false, &[0x3f80_0000]),
+            (&[0.7], -0.1, 63.65, 8, false, &[0x3f40_0000]),
+        ];
+        for &(x, min, max, bits, narrow, want) in rows {
+            let want: Vec<f32> = want.iter().map(|&b| f32::from_bits(b)).collect();
+            assert_bits(&vars(x, min, max, bits, narrow), &want);
+            let mut r = vec![0.0; x.len()];
+            reference::fake_quant_vars(x, min, max, p(bits, narrow), &mut r);
+            assert_bits(&r, &want);
+        }
+        assert_eq!(vars(&[0.5], -1.0, 1.0, 8, false), [0.501_960_8]);
+    }
+
+    /// §5.5 per-channel example; TF 2.21 gives 0.40000004 where the table
+    /// (TF 1.15 form) has 0.39999998.
+    #[test]
+    fn per_channel_worked_example() {
+        let x = [-0.9, 3.0, 0.4, 7.0];
+        let mut y = [0.0; 4];
+        fake_quant_per_channel(&x, &[-1.0, 0.0], &[1.0, 6.0], p(8, false), &mut y);
+        let want = [0xbf66_e6e8, 0x4040_c0c1, 0x3ecc_ccce, 0x40c0_0000].map(f32::from_bits);
+        assert_bits(&y, &want);
+    }
+
+    #[test]
+    fn gradient_example() {
+        let g = [1.0, 2.0, 3.0, 4.0];
+        let x = [-1.2, 0.3, 1.002, 1.01];
+        let mut dx = [f32::NAN; 4];
+        let (dmin, dmax) = fake_quant_vars_grad(&g, &x, -1.0, 1.0, p(8, false), &mut dx);
+        assert_eq!(dx, [0.0, 2.0, 3.0, 0.0]);
+        assert_eq!((dmin, dmax), (1.0, 4.0));
+        // Masked negative gradients are -0.0, as TensorFlow's g * 0.0.
+        let (dmin, dmax) =
+            fake_quant_vars_grad(&g.map(|v| -v), &x, -1.0, 1.0, p(8, false), &mut dx);
+        assert_bits(&dx, &[-0.0, -2.0, -3.0, -0.0]);
+        assert_eq!((dmin, dmax), (-1.0, -4.0));
+        fake_quant_args_grad(&g, &x, -1.0, 1.0, p(8, false), &mut dx);
+        assert_eq!(dx, [0.0, 2.0, 3.0, 0.0]);
+        let (mut cmin, mut cmax) = ([f32::NAN; 2], [f32::NAN; 2]);
+        fake_quant_per_channel_grad(
+            &g,
+            &x,
+            &[-1.0, -1.0],
+            &[1.0, 1.0],
+            p(8, false),
+            &mut dx,
+            &mut cmin,
+            &mut cmax,
+        );
+        assert_eq!(dx, [0.0, 2.0, 3.0, 0.0]);
+        assert_eq!((cmin, cmax), ([1.0, 0.0], [0.0, 4.0]));
+    }
+
+    #[test]
+    fn zero_range() {
+        let x = [5.0, -3.0, 0.0, f32::NAN, f32::INFINITY];
+        let g = [1.0, -2.0, 3.0, 4.0, 5.0];
+        assert_bits(&vars(&x, 0.0, 0.0, 8, false), &[0.0; 5]);
+        let mut dx = [0.0; 5];
+        let sums = fake_quant_vars_grad(&g, &x, 0.0, 0.0, p(8, false), &mut dx);
+        assert_eq!((dx, sums), (g, (0.0, 0.0)));
+        // Per channel: channel 1 is [0, 0]; NaN there still gives 0 and g.
+        let x = [0.3, f32::NAN, 9.0, 9.0];
+        let mut y = [f32::NAN; 4];
+        fake_quant_per_channel(&x, &[-1.0, 0.0], &[1.0, 0.0], p(8, false), &mut y);
+        assert_eq!(y[1].to_bits(), 0);
+        assert_eq!(y[3].to_bits(), 0);
+        let (mut cmin, mut cmax) = ([f32::NAN; 2], [f32::NAN; 2]);
+        let g = [1.0, 2.0, 3.0, 4.0];
+        let mut dx = [f32::NAN; 4];
+        fake_quant_per_channel_grad(
+            &g,
+            &x,
+            &[-1.0, 0.0],
+            &[1.0, 0.0],
+            p(8, false),
+            &mut dx,
+            &mut cmin,
+            &mut cmax,
+        );
+        assert_eq!(dx, [1.0, 2.0, 0.0, 4.0]);
+        assert_eq!((cmin, cmax), ([0.0, 0.0], [3.0, 0.0]));
+    }
+
+    #[test]
+    fn nan_propagates_like_tensorflow() {
+        let y = vars(
+            &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY],
+            -1.0,
+            1.0,
+            8,
+            false,
+        );
+        assert!(y[0].is_nan());
+        assert_eq!(
+            &y[1..],
+            &[
+                nudge(-1.0, 1.0, p(8, false)).nudged_max,
+                -127.0 * (2.0 / 255.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn table_widths() {
+        assert_eq!(table_width(1), 16);
+        assert_eq!(table_width(3), 48);
+        assert_eq!(table_width(64), 64);
+        assert_eq!(table_width(600), 600);
+        assert_eq!(table_width(24), 48);
+    }
+
+    const LENGTHS: &[usize] = &[0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, PAR_CHUNK + 1];
+    const RANGES: &[(f32, f32, u32, bool)] = &[
+        (-1.0, 1.0, 8, false),
+        (0.0, 6.0, 8, true),
+        (-0.4, 7.1, 2, false),
+        (-3.3, 1.7, 7, true),
+        (0.5, 2.0, 16, false),
+        (-0.0137, 0.2113, 5, false),
+    ];
+
+    /// Every instruction set's inner loops against the scalar reference.
+    #[test]
+    fn each_isa_matches_reference() {
+        for isa in Isa::available() {
+            for &(min, max, bits, narrow) in RANGES {
+                let q = p(bits, narrow);
+                let n = nudge(min, max, q);
+                let k = ScalarConsts::new(&n);
+                for &len in LENGTHS {
+                    let x = inputs(len, min, max, len as u64 + 1);
+                    let g = inputs(len, -1.0, 1.0, len as u64 + 7);
+                    let ctx = format!("{isa:?} [{min}, {max}] {bits} bits len {len}");
+                    let (mut got, mut want) = (vec![0.0; len], vec![0.0; len]);
+
+                    forward_div(isa, &x, &mut got, &k);
+                    reference::fake_quant_vars(&x, min, max, q, &mut want);
+                    assert_bits_ctx(&got, &want, &x, &ctx);
+
+                    forward_mul(isa, &x, &mut got, &k);
+                    reference::fake_quant_args(&x, min, max, q, &mut want);
+                    assert_bits_ctx(&got, &want, &x, &ctx);
+
+                    let sums = grad_sums(isa, &g, &x, &mut got, n.nudged_min, n.nudged_max);
+                    let want_sums = reference::fake_quant_vars_grad(&g, &x, min, max, q, &mut want);
+                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    assert_close(sums.0, want_sums.0, &g, &ctx);
+                    assert_close(sums.1, want_sums.1, &g, &ctx);
+
+                    got.fill(f32::NAN);
+                    grad_mask(isa, &g, &x, &mut got, n.nudged_min, n.nudged_max);
+                    assert_bits_ctx(&got, &want, &x, &ctx);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_isa_matches_reference_per_channel() {
+        let mins = [-1.0, 0.0, 0.5, -2.0, 0.0, -0.123, -6.0];
+        let maxs = [1.0, 6.0, 2.0, -0.5, 0.0, 0.987, 6.0];
+        for isa in Isa::available() {
+            for channels in [1, 3, 4, 5, 7] {
+                let (mins, maxs) = (&mins[..channels], &maxs[..channels]);
+                let q = p(8, channels % 2 == 0);
+                let ft = ForwardTable::new(mins, maxs, q);
+                let gt = GradTable::new(mins, maxs, q);
+                for rows in [0, 1, 2, 5, 17, 100] {
+                    let len = rows * channels;
+                    let x = inputs(len, -7.0, 7.0, len as u64 + 3);
+                    let g = inputs(len, -1.0, 1.0, len as u64 + 5);
+                    let ctx = format!("{isa:?} {channels} channels len {len}");
+                    let (mut got, mut want) = (vec![0.0; len], vec![0.0; len]);
+                    reference::fake_quant_per_channel(&x, mins, maxs, q, &mut want);
+                    if ft.has_zero {
+                        forward_channels::<true>(isa, &x, &mut got, &ft);
+                    } else {
+                        forward_channels::<false>(isa, &x, &mut got, &ft);
+                    }
+                    assert_bits_ctx(&got, &want, &x, &ctx);
+
+                    let (mut amin, mut amax) = (vec![0.0; gt.width], vec![0.0; gt.width]);
+                    if gt.has_zero {
+                        grad_channels::<true>(isa, &g, &x, &mut got, &gt, &mut amin, &mut amax);
+                    } else {
+                        grad_channels::<false>(isa, &g, &x, &mut got, &gt, &mut amin, &mut amax);
+                    }
+                    let (mut rmin, mut rmax) = (vec![0.0; channels], vec![0.0; channels]);
+                    reference::fake_quant_per_channel_grad(
+                        &g, &x, mins, maxs, q, &mut want, &mut rmin, &mut rmax,
+                    );
+                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    for c in 0..channels {
+                        let zero = mins[c] == 0.0 && maxs[c] == 0.0;
+                        let fold = |a: &[f32]| -> f32 { a.iter().skip(c).step_by(channels).sum() };
+                        let (smin, smax) = if zero {
+                            (0.0, 0.0)
+                        } else {
+                            (fold(&amin), fold(&amax))
+                        };
+                        let gc: Vec<f32> = g.iter().skip(c).step_by(channels).copied().collect();
+                        assert_close(smin, rmin[c], &gc, &ctx);
+                        assert_close(smax, rmax[c], &gc, &ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The public, threaded entry points against the reference on awkward
+    /// lengths, including more than one million elements.
+    #[test]
+    fn public_entry_points_match_reference() {
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 3 * PAR_CHUNK - 5, (1 << 20) + 3] {
+            let (min, max, q) = (-0.4, 7.1, p(8, false));
+            let x = inputs(len, min, max, 11);
+            let g = inputs(len, -1.0, 1.0, 13);
+            let ctx = format!("len {len}");
+            let (mut got, mut want) = (vec![0.0; len], vec![0.0; len]);
+
+            fake_quant_vars(&x, min, max, q, &mut got);
+            reference::fake_quant_vars(&x, min, max, q, &mut want);
+            assert_bits_ctx(&got, &want, &x, &ctx);
+
+            fake_quant_args(&x, min, max, q, &mut got);
+            reference::fake_quant_args(&x, min, max, q, &mut want);
+            assert_bits_ctx(&got, &want, &x, &ctx);
+
+            let sums = fake_quant_vars_grad(&g, &x, min, max, q, &mut got);
+            let want_sums = reference::fake_quant_vars_grad(&g, &x, min, max, q, &mut want);
+            assert_bits_ctx(&got, &want, &x, &ctx);
+            assert_close(sums.0, want_sums.0, &g, &ctx);
+            assert_close(sums.1, want_sums.1, &g, &ctx);
+
+            got.fill(f32::NAN);
+            fake_quant_args_grad(&g, &x, min, max, q, &mut got);
+            assert_bits_ctx(&got, &want, &x, &ctx);
+        }
+    }
+
+    #[test]
+    fn public_per_channel_matches_reference() {
+        let all_mins: Vec<f32> = (0..600).map(|c| -((c % 13) as f32) * 0.37).collect();
+        let all_maxs: Vec<f32> = (0..600).map(|c| 0.1 + (c % 7) as f32 * 0.91).collect();
+        for (channels, rows) in [
+            (1, 70_001),
+            (3, 40_000),
+            (64, 1 << 14),
+            (600, 300),
+            (600, 1),
+        ] {
+            let (mins, maxs) = (&all_mins[..channels], &all_maxs[..channels]);
+            let q = p(7, true);
+            let len = channels * rows;
+            let x = inputs(len, -6.0, 7.0, 17);
+            let g = inputs(len, -1.0, 1.0, 19);
+            let ctx = format!("{channels} channels, {rows} rows");
+            let (mut got, mut want) = (vec![0.0; len], vec![0.0; len]);
+            fake_quant_per_channel(&x, mins, maxs, q, &mut got);
+            reference::fake_quant_per_channel(&x, mins, maxs, q, &mut want);
+            assert_bits_ctx(&got, &want, &x, &ctx);
+
+            let (mut dmin, mut dmax) = (vec![0.0; channels], vec![0.0; channels]);
+            let (mut rmin, mut rmax) = (vec![0.0; channels], vec![0.0; channels]);
+            fake_quant_per_channel_grad(&g, &x, mins, maxs, q, &mut got, &mut dmin, &mut dmax);
+            reference::fake_quant_per_channel_grad(
+                &g, &x, mins, maxs, q, &mut want, &mut rmin, &mut rmax,
+            );
+            assert_bits_ctx(&got, &want, &x, &ctx);
+            for c in 0..channels {
+                let gc: Vec<f32> = g.iter().skip(c).step_by(channels).copied().collect();
+                assert_close(dmin[c], rmin[c], &gc, &ctx);
+                assert_close(dmax[c], rmax[c], &gc, &ctx);
+            }
+        }
+    }
+
+    fn assert_bits_ctx(got: &[f32], want: &[f32], x: &[f32], ctx: &str) {
+        assert_eq!(got.len(), want.len(), "{ctx}");
+        if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+            panic!(
+                "{ctx}: first mismatch at {i}: x = {:e}, want {:e}, got {:e}",
+                x[i], want[i], got[i]
+            );
+        }
+    }
+
+    /// Sums agree to 1e-5 of the sum of magnitudes (summation order differs).
+    fn assert_close(got: f32, want: f32, g: &[f32], ctx: &str) {
+        let scale: f64 = g.iter().map(|v| f64::from(v.abs())).sum();
+        let tol = 1e-5 * scale + 1e-6;
+        assert!(
+            (f64::from(got) - f64::from(want)).abs() <= tol,
+            "{ctx}: sum {got} vs {want} (tolerance {tol})"
+        );
+    }
+}

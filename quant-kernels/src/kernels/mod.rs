@@ -1,9 +1,13 @@
 //! Pure kernels: functions from arrays to arrays, with no knowledge of the
 //! graph. The executor's op table ([`crate::session`]) adapts nodes to them.
 
+pub mod batch_norm;
 pub mod conv;
 pub mod depthwise;
+pub mod elementwise;
 pub mod fake_quant;
 pub mod matmul;
 pub mod pool;
+pub mod reduce;
+pub mod softmax;
 pub mod window;

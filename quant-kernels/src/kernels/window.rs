@@ -59,7 +59,10 @@ impl Window2d {
             Padding::Same => {
                 let out = input.div_ceil(stride);
                 let total = ((out.max(1) - 1) * stride + eff).saturating_sub(input);
-                Ok(Axis { out, pad_before: total / 2 })
+                Ok(Axis {
+                    out,
+                    pad_before: total / 2,
+                })
             }
             Padding::Valid | Padding::Explicit(_) => {
                 let (before, after) = match self.padding {
@@ -68,16 +71,24 @@ impl Window2d {
                 };
                 let padded = input + before + after;
                 if padded < eff {
-                    return Err(format!("a window of {eff} does not fit an input of {padded}"));
+                    return Err(format!(
+                        "a window of {eff} does not fit an input of {padded}"
+                    ));
                 }
-                Ok(Axis { out: (padded - eff) / stride + 1, pad_before: before })
+                Ok(Axis {
+                    out: (padded - eff) / stride + 1,
+                    pad_before: before,
+                })
             }
         }
     }
 
     /// Output sizes and leading padding for an `h × w` input.
     pub fn geometry(&self, h: usize, w: usize) -> Result<Geometry, String> {
-        Ok(Geometry { h: self.axis(0, h)?, w: self.axis(1, w)? })
+        Ok(Geometry {
+            h: self.axis(0, h)?,
+            w: self.axis(1, w)?,
+        })
     }
 }
 
@@ -87,14 +98,50 @@ mod tests {
 
     #[test]
     fn same_padding_puts_the_extra_row_after() {
-        let win = Window2d { kernel: [3, 3], strides: [2, 2], dilations: [1, 1], padding: Padding::Same };
+        let win = Window2d {
+            kernel: [3, 3],
+            strides: [2, 2],
+            dilations: [1, 1],
+            padding: Padding::Same,
+        };
         // in 8, stride 2: out 4, total pad (3·2 + 3) − 8 = 1 → before 0.
-        assert_eq!(win.geometry(8, 7).unwrap().h, Axis { out: 4, pad_before: 0 });
+        assert_eq!(
+            win.geometry(8, 7).unwrap().h,
+            Axis {
+                out: 4,
+                pad_before: 0
+            }
+        );
         // in 7: out 4, total pad 2 → before 1.
-        assert_eq!(win.geometry(8, 7).unwrap().w, Axis { out: 4, pad_before: 1 });
-        let dilated = Window2d { dilations: [2, 2], strides: [1, 1], ..win };
-        assert_eq!(dilated.geometry(5, 5).unwrap().h, Axis { out: 5, pad_before: 2 });
-        let valid = Window2d { padding: Padding::Valid, ..dilated };
-        assert_eq!(valid.geometry(5, 5).unwrap().h, Axis { out: 1, pad_before: 0 });
+        assert_eq!(
+            win.geometry(8, 7).unwrap().w,
+            Axis {
+                out: 4,
+                pad_before: 1
+            }
+        );
+        let dilated = Window2d {
+            dilations: [2, 2],
+            strides: [1, 1],
+            ..win
+        };
+        assert_eq!(
+            dilated.geometry(5, 5).unwrap().h,
+            Axis {
+                out: 5,
+                pad_before: 2
+            }
+        );
+        let valid = Window2d {
+            padding: Padding::Valid,
+            ..dilated
+        };
+        assert_eq!(
+            valid.geometry(5, 5).unwrap().h,
+            Axis {
+                out: 1,
+                pad_before: 0
+            }
+        );
     }
 }

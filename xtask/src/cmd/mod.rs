@@ -3,6 +3,7 @@
 pub mod codegen;
 pub mod demo;
 pub mod inspect;
+pub mod run;
 pub mod test;
 
 use std::path::PathBuf;
@@ -11,4 +12,18 @@ use std::path::PathBuf;
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+/// Sizes rayon's global pool (`--threads`); `None` keeps one thread per core.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
+    }
+    Ok(())
 }

@@ -17,7 +17,8 @@ use crate::graph::Graph;
 use crate::ops::OpRegistry;
 use crate::serialize::ParseError;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use std::sync::LazyLock;
 
 /// Imports a binary GraphDef.
 pub fn import_graph_def(bytes: &[u8], registry: &OpRegistry) -> Result<Graph, ParseError> {
@@ -26,18 +27,17 @@ pub fn import_graph_def(bytes: &[u8], registry: &OpRegistry) -> Result<Graph, Pa
     convert::graph_from_def(def, registry)
 }
 
+/// The GraphDef message descriptor, decoded once.
+static GRAPH_DEF: LazyLock<Result<MessageDescriptor, String>> = LazyLock::new(|| {
+    let pool = DescriptorPool::decode(proto::DESCRIPTOR_SET)
+        .map_err(|e| format!("internal error: the GraphDef descriptor does not decode: {e}"))?;
+    pool.get_message_by_name("tensorflow.GraphDef")
+        .ok_or_else(|| "internal error: no GraphDef in the descriptor set".to_string())
+});
+
 /// Parses a GraphDef in protobuf text format (without importing it).
 pub fn parse_graph_def_text(text: &str) -> Result<protos::GraphDef, ParseError> {
-    let pool = DescriptorPool::decode(proto::DESCRIPTOR_SET).map_err(|e| {
-        ParseError::Format(format!(
-            "internal error: the GraphDef descriptor does not decode: {e}"
-        ))
-    })?;
-    let descriptor = pool
-        .get_message_by_name("tensorflow.GraphDef")
-        .ok_or_else(|| {
-            ParseError::Format("internal error: no GraphDef in the descriptor set".into())
-        })?;
+    let descriptor = GRAPH_DEF.clone().map_err(ParseError::Format)?;
     let message = DynamicMessage::parse_text_format(descriptor, text)
         .map_err(|e| ParseError::Format(format!("not a valid text GraphDef: {e}")))?;
     message
