@@ -29,6 +29,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Run the main job on the built-in defaults.
     Demo(cmd::demo::Args),
+    /// Run the benchmarks; with --peers, also TensorFlow and PyTorch on the same work.
+    Bench(cmd::bench::Args),
     /// Run the whole test suite, exactly as CI does.
     Test(cmd::test::Args),
     /// Regenerate committed generated code (protobuf messages), or check it is fresh.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Test(args) => cmd::test::run(args),
         Command::Codegen(args) => cmd::codegen::run(args),
     };

@@ -75,6 +75,16 @@ const LANES: usize = 16;
 /// Largest per-channel table width built from `lcm(C, 16)`.
 const MAX_TABLE_WIDTH: usize = 1024;
 
+/// Outputs of at least this many elements (32 MiB, the size of a large
+/// last-level cache) are written with non-temporal stores: they would not
+/// stay in cache anyway, and streaming stores skip reading the destination
+/// lines before overwriting them.
+pub const STREAM_MIN_LEN: usize = 1 << 23;
+
+/// Elements computed into a cache-resident buffer before they are streamed
+/// out.
+const STREAM_BLOCK: usize = 1024;
+
 /// Invalid fake-quant attributes.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum FakeQuantError {
@@ -229,8 +239,8 @@ pub fn fake_quant_vars(x: &[f32], min: f32, max: f32, p: FakeQuantParams, out: &
         return;
     }
     let k = ScalarConsts::new(&nudge(min, max, p));
-    let isa = Isa::detect();
-    par_map(x, out, |x, out| forward_div(isa, x, out, &k));
+    let (isa, stream) = (Isa::detect(), out.len() >= STREAM_MIN_LEN);
+    par_map(x, out, |x, out| forward_div(isa, x, out, &k, stream));
 }
 
 /// `FakeQuantWithMinMaxArgs`: like [`fake_quant_vars`] with attribute
@@ -248,8 +258,8 @@ pub fn fake_quant_args(x: &[f32], min: f32, max: f32, p: FakeQuantParams, out: &
         "fake_quant_args: x and out lengths differ"
     );
     let k = ScalarConsts::new(&nudge(min, max, p));
-    let isa = Isa::detect();
-    par_map(x, out, |x, out| forward_mul(isa, x, out, &k));
+    let (isa, stream) = (Isa::detect(), out.len() >= STREAM_MIN_LEN);
+    par_map(x, out, |x, out| forward_mul(isa, x, out, &k, stream));
 }
 
 /// `FakeQuantWithMinMaxVarsPerChannel`: element `i` uses the range
@@ -276,12 +286,12 @@ pub fn fake_quant_per_channel(
         return;
     }
     let t = ForwardTable::new(mins, maxs, p);
-    let isa = Isa::detect();
+    let (isa, stream) = (Isa::detect(), out.len() >= STREAM_MIN_LEN);
     par_map_rows(x, out, t.width, |x, out| {
         if t.has_zero {
-            forward_channels::<true>(isa, x, out, &t);
+            forward_channels::<true>(isa, x, out, &t, stream);
         } else {
-            forward_channels::<false>(isa, x, out, &t);
+            forward_channels::<false>(isa, x, out, &t, stream);
         }
     });
 }
@@ -317,14 +327,14 @@ pub fn fake_quant_vars_grad(
     }
     let n = nudge(min, max, p);
     let (lo, hi) = (n.nudged_min, n.nudged_max);
-    let isa = Isa::detect();
+    let (isa, stream) = (Isa::detect(), dx.len() >= STREAM_MIN_LEN);
     let partials: Vec<(f32, f32)> = if x.len() <= PAR_CHUNK {
-        vec![grad_sums(isa, g, x, dx, lo, hi)]
+        vec![grad_sums(isa, g, x, dx, lo, hi, stream)]
     } else {
         g.par_chunks(PAR_CHUNK)
             .zip(x.par_chunks(PAR_CHUNK))
             .zip(dx.par_chunks_mut(PAR_CHUNK))
-            .map(|((g, x), dx)| grad_sums(isa, g, x, dx, lo, hi))
+            .map(|((g, x), dx)| grad_sums(isa, g, x, dx, lo, hi, stream))
             .collect()
     };
     let (dmin, dmax) = partials.iter().fold((0f64, 0f64), |(a, b), &(c, d)| {
@@ -358,14 +368,14 @@ pub fn fake_quant_args_grad(
     );
     let n = nudge(min, max, p);
     let (lo, hi) = (n.nudged_min, n.nudged_max);
-    let isa = Isa::detect();
+    let (isa, stream) = (Isa::detect(), dx.len() >= STREAM_MIN_LEN);
     if x.len() <= PAR_CHUNK {
-        grad_mask(isa, g, x, dx, lo, hi);
+        grad_mask(isa, g, x, dx, lo, hi, stream);
     } else {
         g.par_chunks(PAR_CHUNK)
             .zip(x.par_chunks(PAR_CHUNK))
             .zip(dx.par_chunks_mut(PAR_CHUNK))
-            .for_each(|((g, x), dx)| grad_mask(isa, g, x, dx, lo, hi));
+            .for_each(|((g, x), dx)| grad_mask(isa, g, x, dx, lo, hi, stream));
     }
 }
 
@@ -418,15 +428,15 @@ pub fn fake_quant_per_channel_grad(
         return;
     }
     let t = GradTable::new(mins, maxs, p);
-    let isa = Isa::detect();
+    let (isa, stream) = (Isa::detect(), dx.len() >= STREAM_MIN_LEN);
     let w = t.width;
     let rows = rows_per_chunk(w);
     let run = |g: &[f32], x: &[f32], dx: &mut [f32]| {
         let mut acc = (vec![0f32; w], vec![0f32; w]);
         if t.has_zero {
-            grad_channels::<true>(isa, g, x, dx, &t, &mut acc.0, &mut acc.1);
+            grad_channels::<true>(isa, g, x, dx, &t, (&mut acc.0, &mut acc.1), stream);
         } else {
-            grad_channels::<false>(isa, g, x, dx, &t, &mut acc.0, &mut acc.1);
+            grad_channels::<false>(isa, g, x, dx, &t, (&mut acc.0, &mut acc.1), stream);
         }
         acc
     };
@@ -748,35 +758,41 @@ macro_rules! multiversion {
 
 multiversion! {
     /// Per-tensor forward with division (`vars`).
-    fn forward_div(x: &[f32], out: &mut [f32], k: &ScalarConsts) => forward_div_body
+    fn forward_div(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) => forward_div_body
 }
 multiversion! {
     /// Per-tensor forward with multiplication by `inv_scale` (`args`).
-    fn forward_mul(x: &[f32], out: &mut [f32], k: &ScalarConsts) => forward_mul_body
+    fn forward_mul(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) => forward_mul_body
 }
 multiversion! {
     /// Per-channel forward over whole rows of the table.
-    fn forward_channels<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable)
-        => forward_channels_body
+    fn forward_channels<const ZERO: bool>(
+        x: &[f32],
+        out: &mut [f32],
+        t: &ForwardTable,
+        stream: bool,
+    ) => forward_channels_body
 }
 multiversion! {
     /// Fused per-tensor gradient; returns this chunk's `(dmin, dmax)`.
-    fn grad_sums(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32)
-        => grad_sums_body
+    fn grad_sums(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32, stream: bool)
+        -> (f32, f32) => grad_sums_body
 }
 multiversion! {
     /// Gradient mask only (`args`).
-    fn grad_mask(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) => grad_mask_body
+    fn grad_mask(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32, stream: bool)
+        => grad_mask_body
 }
 multiversion! {
-    /// Fused per-channel gradient over whole rows; adds into the column sums.
+    /// Fused per-channel gradient over whole rows; adds into the column
+    /// sums `acc` (below, above).
     fn grad_channels<const ZERO: bool>(
         g: &[f32],
         x: &[f32],
         dx: &mut [f32],
         t: &GradTable,
-        acc_min: &mut [f32],
-        acc_max: &mut [f32],
+        acc: (&mut [f32], &mut [f32]),
+        stream: bool,
     ) => grad_channels_body
 }
 
@@ -818,8 +834,44 @@ fn mask(b: bool) -> f32 {
     if b { 1.0 } else { 0.0 }
 }
 
+/// Copies `src` into `dst`, with non-temporal stores wherever `dst` is
+/// 16-byte aligned. Call [`store_fence`] before the chunk is handed back.
 #[inline(always)]
-fn forward_div_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+fn stream_copy(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        let n = dst.len();
+        let head = dst.as_ptr().align_offset(16).min(n);
+        let body_end = head + (n - head) / 4 * 4;
+        dst[..head].copy_from_slice(&src[..head]);
+        let mut i = head;
+        while i < body_end {
+            // SAFETY: `i + 4 <= body_end <= n`, the length of both slices;
+            // `dst + i` is 16-byte aligned (aligned at `head`, steps of 16
+            // bytes); SSE is part of x86-64.
+            unsafe { _mm_stream_ps(dst.as_mut_ptr().add(i), _mm_loadu_ps(src.as_ptr().add(i))) };
+            i += 4;
+        }
+        dst[body_end..].copy_from_slice(&src[body_end..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders this thread's non-temporal stores before everything after it.
+#[inline(always)]
+fn store_fence() {
+    // SAFETY: SSE is part of x86-64.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+#[inline(always)]
+fn forward_div_core(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
     let (lo, hi, s, qz) = (k.lo, k.hi, k.scale, k.quant_zero);
     for (o, &v) in out.iter_mut().zip(x) {
         *o = ((clamp_tf(v, lo, hi) - lo) / s - qz + 0.5).floor() * s;
@@ -827,7 +879,21 @@ fn forward_div_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
 }
 
 #[inline(always)]
-fn forward_mul_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+fn forward_div_body(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) {
+    if !stream {
+        return forward_div_core(x, out, k);
+    }
+    let mut tmp = [0f32; STREAM_BLOCK];
+    for (x, out) in x.chunks(STREAM_BLOCK).zip(out.chunks_mut(STREAM_BLOCK)) {
+        let tmp = &mut tmp[..x.len()];
+        forward_div_core(x, tmp, k);
+        stream_copy(tmp, out);
+    }
+    store_fence();
+}
+
+#[inline(always)]
+fn forward_mul_core(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
     let (lo, hi, s, inv, qz) = (k.lo, k.hi, k.scale, k.inv_scale, k.quant_zero);
     for (o, &v) in out.iter_mut().zip(x) {
         *o = ((clamp_tf(v, lo, hi) - lo) * inv - qz + 0.5).floor() * s;
@@ -835,7 +901,22 @@ fn forward_mul_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
 }
 
 #[inline(always)]
-fn forward_channels_body<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable) {
+fn forward_mul_body(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) {
+    if !stream {
+        return forward_mul_core(x, out, k);
+    }
+    let mut tmp = [0f32; STREAM_BLOCK];
+    for (x, out) in x.chunks(STREAM_BLOCK).zip(out.chunks_mut(STREAM_BLOCK)) {
+        let tmp = &mut tmp[..x.len()];
+        forward_mul_core(x, tmp, k);
+        stream_copy(tmp, out);
+    }
+    store_fence();
+}
+
+/// `x` starts at a row boundary of the table.
+#[inline(always)]
+fn forward_channels_core<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable) {
     for (x, out) in x.chunks(t.width).zip(out.chunks_mut(t.width)) {
         let n = x.len();
         let out = &mut out[..n];
@@ -854,16 +935,57 @@ fn forward_channels_body<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &Forwa
 }
 
 #[inline(always)]
-fn grad_mask_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) {
+fn forward_channels_body<const ZERO: bool>(
+    x: &[f32],
+    out: &mut [f32],
+    t: &ForwardTable,
+    stream: bool,
+) {
+    if !stream {
+        return forward_channels_core::<ZERO>(x, out, t);
+    }
+    let block = stream_block(t.width);
+    let mut tmp = vec![0f32; block.min(x.len())];
+    for (x, out) in x.chunks(block).zip(out.chunks_mut(block)) {
+        let tmp = &mut tmp[..x.len()];
+        forward_channels_core::<ZERO>(x, tmp, t);
+        stream_copy(tmp, out);
+    }
+    store_fence();
+}
+
+#[inline(always)]
+fn grad_mask_core(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) {
     for ((d, &gv), &xv) in dx.iter_mut().zip(g).zip(x) {
         *d = gv * mask(xv >= lo && xv <= hi);
     }
 }
 
 #[inline(always)]
-fn grad_sums_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32) {
-    let mut amin = [0f32; LANES];
-    let mut amax = [0f32; LANES];
+fn grad_mask_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32, stream: bool) {
+    if !stream {
+        return grad_mask_core(g, x, dx, lo, hi);
+    }
+    let mut tmp = [0f32; STREAM_BLOCK];
+    let blocks = g.chunks(STREAM_BLOCK).zip(x.chunks(STREAM_BLOCK));
+    for ((g, x), dx) in blocks.zip(dx.chunks_mut(STREAM_BLOCK)) {
+        let tmp = &mut tmp[..x.len()];
+        grad_mask_core(g, x, tmp, lo, hi);
+        stream_copy(tmp, dx);
+    }
+    store_fence();
+}
+
+/// Writes `dx` and adds the below/above sums into the lane accumulators.
+#[inline(always)]
+fn grad_sums_core(
+    g: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    (lo, hi): (f32, f32),
+    amin: &mut [f32; LANES],
+    amax: &mut [f32; LANES],
+) {
     let mut gc = g.chunks_exact(LANES);
     let mut xc = x.chunks_exact(LANES);
     let mut dc = dx.chunks_exact_mut(LANES);
@@ -882,6 +1004,31 @@ fn grad_sums_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f3
         amin[j] += if xv < lo { gv } else { 0.0 };
         amax[j] += if xv > hi { gv } else { 0.0 };
     }
+}
+
+#[inline(always)]
+fn grad_sums_body(
+    g: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    lo: f32,
+    hi: f32,
+    stream: bool,
+) -> (f32, f32) {
+    let mut amin = [0f32; LANES];
+    let mut amax = [0f32; LANES];
+    if stream {
+        let mut tmp = [0f32; STREAM_BLOCK];
+        let blocks = g.chunks(STREAM_BLOCK).zip(x.chunks(STREAM_BLOCK));
+        for ((g, x), dx) in blocks.zip(dx.chunks_mut(STREAM_BLOCK)) {
+            let tmp = &mut tmp[..x.len()];
+            grad_sums_core(g, x, tmp, (lo, hi), &mut amin, &mut amax);
+            stream_copy(tmp, dx);
+        }
+        store_fence();
+    } else {
+        grad_sums_core(g, x, dx, (lo, hi), &mut amin, &mut amax);
+    }
     (fold_lanes(amin), fold_lanes(amax))
 }
 
@@ -898,8 +1045,9 @@ fn fold_lanes(mut a: [f32; LANES]) -> f32 {
     a[0]
 }
 
+/// `x` starts at a row boundary of the table.
 #[inline(always)]
-fn grad_channels_body<const ZERO: bool>(
+fn grad_channels_core<const ZERO: bool>(
     g: &[f32],
     x: &[f32],
     dx: &mut [f32],
@@ -933,6 +1081,29 @@ fn grad_channels_body<const ZERO: bool>(
     }
 }
 
+#[inline(always)]
+fn grad_channels_body<const ZERO: bool>(
+    g: &[f32],
+    x: &[f32],
+    dx: &mut [f32],
+    t: &GradTable,
+    (acc_min, acc_max): (&mut [f32], &mut [f32]),
+    stream: bool,
+) {
+    if !stream {
+        return grad_channels_core::<ZERO>(g, x, dx, t, acc_min, acc_max);
+    }
+    let block = stream_block(t.width);
+    let mut tmp = vec![0f32; block.min(x.len())];
+    let blocks = g.chunks(block).zip(x.chunks(block));
+    for ((g, x), dx) in blocks.zip(dx.chunks_mut(block)) {
+        let tmp = &mut tmp[..x.len()];
+        grad_channels_core::<ZERO>(g, x, tmp, t, acc_min, acc_max);
+        stream_copy(tmp, dx);
+    }
+    store_fence();
+}
+
 // ---------------------------------------------------------------------------
 // Per-channel tables
 // ---------------------------------------------------------------------------
@@ -948,6 +1119,11 @@ fn table_width(channels: usize) -> usize {
     } else {
         channels
     }
+}
+
+/// Whole table rows of about [`STREAM_BLOCK`] elements.
+fn stream_block(width: usize) -> usize {
+    width * (STREAM_BLOCK / width).max(1)
 }
 
 /// Per-channel forward constants repeated to `width` columns.
@@ -1293,29 +1469,34 @@ mod tests {
                 let q = p(bits, narrow);
                 let n = nudge(min, max, q);
                 let k = ScalarConsts::new(&n);
-                for &len in LENGTHS {
+                for (&len, stream) in LENGTHS.iter().flat_map(|l| [(l, false), (l, true)]) {
                     let x = inputs(len, min, max, len as u64 + 1);
                     let g = inputs(len, -1.0, 1.0, len as u64 + 7);
-                    let ctx = format!("{isa:?} [{min}, {max}] {bits} bits len {len}");
-                    let (mut got, mut want) = (vec![0.0; len], vec![0.0; len]);
+                    let ctx =
+                        format!("{isa:?} [{min}, {max}] {bits} bits len {len} stream {stream}");
+                    let mut want = vec![0.0; len];
+                    // One element of offset makes the output misaligned.
+                    let mut buf = vec![f32::NAN; len + 1];
+                    let got = &mut buf[1..];
 
-                    forward_div(isa, &x, &mut got, &k);
+                    forward_div(isa, &x, got, &k, stream);
                     reference::fake_quant_vars(&x, min, max, q, &mut want);
-                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    assert_bits_ctx(got, &want, &x, &ctx);
 
-                    forward_mul(isa, &x, &mut got, &k);
+                    forward_mul(isa, &x, got, &k, stream);
                     reference::fake_quant_args(&x, min, max, q, &mut want);
-                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    assert_bits_ctx(got, &want, &x, &ctx);
 
-                    let sums = grad_sums(isa, &g, &x, &mut got, n.nudged_min, n.nudged_max);
+                    let (lo, hi) = (n.nudged_min, n.nudged_max);
+                    let sums = grad_sums(isa, &g, &x, got, lo, hi, stream);
                     let want_sums = reference::fake_quant_vars_grad(&g, &x, min, max, q, &mut want);
-                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    assert_bits_ctx(got, &want, &x, &ctx);
                     assert_close(sums.0, want_sums.0, &g, &ctx);
                     assert_close(sums.1, want_sums.1, &g, &ctx);
 
                     got.fill(f32::NAN);
-                    grad_mask(isa, &g, &x, &mut got, n.nudged_min, n.nudged_max);
-                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    grad_mask(isa, &g, &x, got, lo, hi, stream);
+                    assert_bits_ctx(got, &want, &x, &ctx);
                 }
             }
         }
@@ -1331,31 +1512,35 @@ mod tests {
                 let q = p(8, channels % 2 == 0);
                 let ft = ForwardTable::new(mins, maxs, q);
                 let gt = GradTable::new(mins, maxs, q);
-                for rows in [0, 1, 2, 5, 17, 100] {
+                let cases = [0, 1, 2, 5, 17, 100, 700].into_iter();
+                for (rows, stream) in cases.flat_map(|r| [(r, false), (r, true)]) {
                     let len = rows * channels;
                     let x = inputs(len, -7.0, 7.0, len as u64 + 3);
                     let g = inputs(len, -1.0, 1.0, len as u64 + 5);
-                    let ctx = format!("{isa:?} {channels} channels len {len}");
-                    let (mut got, mut want) = (vec![0.0; len], vec![0.0; len]);
+                    let ctx = format!("{isa:?} {channels} channels len {len} stream {stream}");
+                    let mut want = vec![0.0; len];
+                    let mut buf = vec![f32::NAN; len + 3];
+                    let got = &mut buf[3..];
                     reference::fake_quant_per_channel(&x, mins, maxs, q, &mut want);
                     if ft.has_zero {
-                        forward_channels::<true>(isa, &x, &mut got, &ft);
+                        forward_channels::<true>(isa, &x, got, &ft, stream);
                     } else {
-                        forward_channels::<false>(isa, &x, &mut got, &ft);
+                        forward_channels::<false>(isa, &x, got, &ft, stream);
                     }
-                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    assert_bits_ctx(got, &want, &x, &ctx);
 
                     let (mut amin, mut amax) = (vec![0.0; gt.width], vec![0.0; gt.width]);
+                    let (a, b) = (&mut amin, &mut amax);
                     if gt.has_zero {
-                        grad_channels::<true>(isa, &g, &x, &mut got, &gt, &mut amin, &mut amax);
+                        grad_channels::<true>(isa, &g, &x, got, &gt, (a, b), stream);
                     } else {
-                        grad_channels::<false>(isa, &g, &x, &mut got, &gt, &mut amin, &mut amax);
+                        grad_channels::<false>(isa, &g, &x, got, &gt, (a, b), stream);
                     }
                     let (mut rmin, mut rmax) = (vec![0.0; channels], vec![0.0; channels]);
                     reference::fake_quant_per_channel_grad(
                         &g, &x, mins, maxs, q, &mut want, &mut rmin, &mut rmax,
                     );
-                    assert_bits_ctx(&got, &want, &x, &ctx);
+                    assert_bits_ctx(got, &want, &x, &ctx);
                     for c in 0..channels {
                         let zero = mins[c] == 0.0 && maxs[c] == 0.0;
                         let fold = |a: &[f32]| -> f32 { a.iter().skip(c).step_by(channels).sum() };
@@ -1377,7 +1562,8 @@ mod tests {
     /// lengths, including more than one million elements.
     #[test]
     fn public_entry_points_match_reference() {
-        for len in [0, 1, 7, 8, 9, 63, 64, 65, 3 * PAR_CHUNK - 5, (1 << 20) + 3] {
+        let lengths = [0, 1, 7, 8, 9, 63, 64, 65, 3 * PAR_CHUNK - 5, (1 << 20) + 3];
+        for len in lengths.into_iter().chain([STREAM_MIN_LEN + 5]) {
             let (min, max, q) = (-0.4, 7.1, p(8, false));
             let x = inputs(len, min, max, 11);
             let g = inputs(len, -1.0, 1.0, 13);
@@ -1408,13 +1594,16 @@ mod tests {
     fn public_per_channel_matches_reference() {
         let all_mins: Vec<f32> = (0..600).map(|c| -((c % 13) as f32) * 0.37).collect();
         let all_maxs: Vec<f32> = (0..600).map(|c| 0.1 + (c % 7) as f32 * 0.91).collect();
-        for (channels, rows) in [
+        let streamed = (64, STREAM_MIN_LEN / 64 + 1);
+        let shapes = [
             (1, 70_001),
             (3, 40_000),
             (64, 1 << 14),
             (600, 300),
             (600, 1),
-        ] {
+            streamed,
+        ];
+        for (channels, rows) in shapes {
             let (mins, maxs) = (&all_mins[..channels], &all_maxs[..channels]);
             let q = p(7, true);
             let len = channels * rows;

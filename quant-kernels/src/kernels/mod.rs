@@ -7,6 +7,7 @@ pub mod depthwise;
 pub mod elementwise;
 pub mod fake_quant;
 pub mod matmul;
+pub mod observers;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
