@@ -18,7 +18,8 @@ pub fn read(path: &Path) -> Result<Tensor> {
             .ok()
             .map(Tensor::from_array))
     }
-    let readers: [fn(&Path) -> Result<Option<Tensor>>; 7] = [
+    type Reader = fn(&Path) -> Result<Option<Tensor>>;
+    let readers: [Reader; 7] = [
         try_read::<f32>,
         try_read::<f64>,
         try_read::<i32>,

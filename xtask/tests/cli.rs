@@ -315,3 +315,122 @@ fn run_errors_name_the_node_and_exit_1() {
         "node 'y': no kernel for op type Erfinv",
     );
 }
+
+/// Every fake-quant vector case of TensorFlow, forward and gradient, as a
+/// graph run through `cargo xtask run`: y and dx bit for bit, dmin/dmax
+/// (sums in Eigen's order) within 1e-5 relative.
+#[test]
+fn run_reproduces_tensorflow_fake_quant_vectors_and_gradients() {
+    use quant_core::{AttrValue, Attrs, DType, Shape, Tensor, builder::GraphBuilder};
+    let dir = root().join("fixtures/tf/fake_quant_vectors");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let file = |k: &str| dir.join(case[k].as_str().unwrap());
+        let (x, min, max) = (
+            read_f32(&file("x")),
+            read_f32(&file("min_file")),
+            read_f32(&file("max_file")),
+        );
+        let op = case["op"].as_str().unwrap();
+        let mut b = GraphBuilder::new();
+        let any = |a: &ndarray::ArrayD<f32>| Shape::known(a.shape());
+        let xp = b.placeholder("x", DType::F32, any(&x)).unwrap();
+        let gp = b.placeholder("g", DType::F32, any(&x)).unwrap();
+        let mut attrs = Attrs::new();
+        attrs.insert(
+            "num_bits".into(),
+            AttrValue::Int(case["num_bits"].as_i64().unwrap()),
+        );
+        attrs.insert(
+            "narrow_range".into(),
+            AttrValue::Bool(case["narrow_range"].as_bool().unwrap()),
+        );
+        let (fwd, grad, inputs) = if op == "args" {
+            attrs.insert(
+                "min".into(),
+                AttrValue::Float(min.iter().next().copied().unwrap()),
+            );
+            attrs.insert(
+                "max".into(),
+                AttrValue::Float(max.iter().next().copied().unwrap()),
+            );
+            (
+                "FakeQuantWithMinMaxArgs",
+                "FakeQuantWithMinMaxArgsGradient",
+                vec![],
+            )
+        } else {
+            let mn = b.constant("min", Tensor::from_array(min.clone())).unwrap();
+            let mx = b.constant("max", Tensor::from_array(max.clone())).unwrap();
+            let (f, g) = if op == "vars" {
+                ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsGradient")
+            } else {
+                (
+                    "FakeQuantWithMinMaxVarsPerChannel",
+                    "FakeQuantWithMinMaxVarsPerChannelGradient",
+                )
+            };
+            (f, g, vec![mn, mx])
+        };
+        let fwd_inputs: Vec<_> = std::iter::once(xp).chain(inputs.iter().copied()).collect();
+        b.add(fwd, "y", &fwd_inputs, attrs.clone()).unwrap();
+        let grad_inputs: Vec<_> = [gp, xp].into_iter().chain(inputs.iter().copied()).collect();
+        b.add(grad, "grad", &grad_inputs, attrs).unwrap();
+        let graph_path = out.path().join(format!("{name}.json"));
+        quant_core::serialize::write_graph_json(&graph_path, &b.finish()).unwrap();
+        let case_out = out.path().join(name);
+        let mut args = vec![
+            "run".to_string(),
+            "--graph".into(),
+            graph_path.display().to_string(),
+            "--feed".into(),
+            format!("x={}", file("x").display()),
+            "--feed".into(),
+            format!("g={}", file("g").display()),
+            "--fetch".into(),
+            "y".into(),
+            "--fetch".into(),
+            "grad:0".into(),
+            "--output-dir".into(),
+            case_out.display().to_string(),
+        ];
+        if op != "args" {
+            args.extend([
+                "--fetch".into(),
+                "grad:1".into(),
+                "--fetch".into(),
+                "grad:2".into(),
+            ]);
+        }
+        let o = xtask(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        for (fetch, key) in [("y", "y"), ("grad__0", "dx")] {
+            let (got, want) = (
+                read_f32(&case_out.join(format!("{fetch}.npy"))),
+                read_f32(&file(key)),
+            );
+            let bad = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(bad.is_none(), "{name}/{key}: first mismatch at {bad:?}");
+        }
+        if op != "args" {
+            for (fetch, key) in [("grad__1", "dmin"), ("grad__2", "dmax")] {
+                let (got, want) = (
+                    read_f32(&case_out.join(format!("{fetch}.npy"))),
+                    read_f32(&file(key)),
+                );
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{name}/{key}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -26,7 +26,7 @@ pub struct BatchNormOutput {
 
 fn as_rows(x: &ArrayD<f32>) -> Result<ArrayView2<'_, f32>, String> {
     let c = *x.shape().last().ok_or("batch norm needs a channel axis")?;
-    let rows = if c == 0 { 0 } else { x.len() / c };
+    let rows = x.len().checked_div(c).unwrap_or(0);
     x.view()
         .into_shape_with_order((rows, c))
         .map_err(|e| e.to_string())?
@@ -153,6 +153,9 @@ pub fn fused_batch_norm(
     })
 }
 
+/// `(dx, dscale, doffset)`.
+pub type BatchNormGrads = (ArrayD<f32>, Array1<f32>, Array1<f32>);
+
 /// The gradients of [`fused_batch_norm`]: `(dx, dscale, doffset)`, given the
 /// upstream gradient, the input, the scale, and the mean and variance saved
 /// by the forward pass (outputs 3 and 4).
@@ -164,7 +167,7 @@ pub fn fused_batch_norm_grad(
     saved_variance: &[f32],
     epsilon: f32,
     is_training: bool,
-) -> Result<(ArrayD<f32>, Array1<f32>, Array1<f32>), String> {
+) -> Result<BatchNormGrads, String> {
     if dy.shape() != x.shape() {
         return Err(format!(
             "y_backprop {:?} and x {:?} differ in shape",

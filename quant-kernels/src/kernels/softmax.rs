@@ -8,7 +8,7 @@ fn rows(x: &ArrayD<f32>) -> Result<ndarray::ArrayView2<'_, f32>, String> {
         .shape()
         .last()
         .ok_or("softmax needs at least one dimension")?;
-    let batch = if classes == 0 { 0 } else { x.len() / classes };
+    let batch = x.len().checked_div(classes).unwrap_or(0);
     x.view()
         .into_shape_with_order((batch, classes))
         .map_err(|e| e.to_string())?

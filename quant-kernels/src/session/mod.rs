@@ -38,6 +38,9 @@ pub struct Session {
     plans: HashMap<(Vec<OutletId>, Vec<OutletId>), Arc<Plan>>,
 }
 
+/// One executed node: its id, its outputs, and the variable writes it asks for.
+type Executed = (NodeId, Vec<Value>, Vec<(String, Value)>);
+
 /// What one `run` with a given set of feeds and fetches executes.
 struct Plan {
     /// Nodes to execute, grouped into levels whose nodes are independent.
@@ -266,14 +269,13 @@ impl Session {
                 .copied()
                 .filter(|id| !fed_ids.iter().any(|o| o.node == *id))
                 .collect();
-            let results: Vec<Result<(NodeId, Vec<Value>, Vec<(String, Value)>), ExecError>> =
-                if todo.len() > 1 {
-                    todo.par_iter()
-                        .map(|&id| self.execute(id, &values))
-                        .collect()
-                } else {
-                    todo.iter().map(|&id| self.execute(id, &values)).collect()
-                };
+            let results: Vec<Result<Executed, ExecError>> = if todo.len() > 1 {
+                todo.par_iter()
+                    .map(|&id| self.execute(id, &values))
+                    .collect()
+            } else {
+                todo.iter().map(|&id| self.execute(id, &values)).collect()
+            };
             for result in results {
                 let (id, outputs, writes) = result?;
                 for (slot, value) in outputs.into_iter().enumerate() {
@@ -339,7 +341,7 @@ impl Session {
         &self,
         id: NodeId,
         values: &HashMap<OutletId, Value>,
-    ) -> Result<(NodeId, Vec<Value>, Vec<(String, Value)>), ExecError> {
+    ) -> Result<Executed, ExecError> {
         let node = self.graph.node(id);
         if node.op() == "Placeholder" {
             return Err(ExecError::MissingFeed(node.name().to_string()));

@@ -266,10 +266,10 @@ fn unary(ctx: &KernelCtx<'_>, f: fn(f32) -> f32) -> Result<Vec<Value>, String> {
     Ok(vec![val(ew::unary(ctx.f32(0)?, f))])
 }
 
-fn grad2(
-    ctx: &KernelCtx<'_>,
-    f: fn(&ArrayD<f32>, &ArrayD<f32>) -> Result<ArrayD<f32>, String>,
-) -> Result<Vec<Value>, String> {
+/// A kernel of two same-shaped arrays (activation gradients).
+type Grad2 = fn(&ArrayD<f32>, &ArrayD<f32>) -> Result<ArrayD<f32>, String>;
+
+fn grad2(ctx: &KernelCtx<'_>, f: Grad2) -> Result<Vec<Value>, String> {
     Ok(vec![val(f(ctx.f32(0)?, ctx.f32(1)?)?)])
 }
 
