@@ -309,3 +309,169 @@ fn multi_output_producers_resolve_per_consumer() {
     assert_eq!(tensors, [1, 2]);
     assert!(pattern.match_node(&g, id2).is_some());
 }
+
+// Scenarios 1–5 of section 8 of the reference document.
+
+fn unknown(g: &mut Graph, name: &str, op: &str, inputs: &[OutletId], outputs: usize) -> NodeId {
+    g.add_node(
+        NewNode::new(name, op)
+            .inputs(inputs.iter().copied())
+            .outputs(vec![OutputFact::default(); outputs]),
+    )
+    .unwrap()
+}
+
+#[test]
+fn scenario_01_conv_bn_relu_matches_once_and_binds_the_input_by_pattern_and_name() {
+    let mut b = GraphBuilder::new();
+    let x = b
+        .placeholder("x", DType::F32, Shape::known(&[1, 4, 4, 2]))
+        .unwrap();
+    let w = b
+        .constant("w", Tensor::zeros(DType::F32, &[3, 3, 2, 2]).unwrap())
+        .unwrap();
+    let p = b
+        .constant("p", Tensor::zeros(DType::F32, &[2]).unwrap())
+        .unwrap();
+    let conv = b.conv2d("conv", x, w, [1, 1], Padding::Same).unwrap();
+    let bn = b
+        .fused_batch_norm("bn", conv, p, p, p, p, 0.001, false)
+        .unwrap();
+    b.unary("Relu", "relu", bn.into()).unwrap();
+    let g = b.finish();
+    let mut q = PatternBuilder::new();
+    let inputs = q.op("*").name("inputs").id();
+    let filter = q.any();
+    let conv_p = q.op("Conv2D").inputs([inputs, filter]).id();
+    let params: Vec<_> = (0..4).map(|_| q.any()).collect();
+    let bn_p = q
+        .op("FusedBatchNormV3")
+        .inputs([conv_p, params[0], params[1], params[2], params[3]])
+        .id();
+    let root = q.op("Relu").inputs([bn_p]).id();
+    let pattern = q.build(root).unwrap();
+    let matches: Vec<_> = pattern.match_graph(&g).collect();
+    assert_eq!(matches.len(), 1);
+    assert_eq!(matches[0].tensor(inputs), Some(x));
+    assert_eq!(matches[0].tensor_named("inputs"), Some(x));
+}
+
+#[test]
+fn scenario_02_a_wildcard_binds_the_exact_output_of_a_multi_output_producer() {
+    let mut g = Graph::new();
+    let y = unknown(&mut g, "y", "Placeholder2", &[], 1);
+    let z = unknown(&mut g, "z", "Placeholder2", &[], 1);
+    let split = unknown(&mut g, "split", "Split", &[y.into()], 2);
+    let sub = unknown(
+        &mut g,
+        "sub",
+        "Sub",
+        &[OutletId::new(split, 1), z.into()],
+        1,
+    );
+    let mut q = PatternBuilder::new();
+    let (a, b) = (q.any(), q.any());
+    let root = q.op("Sub").inputs([a, b]).id();
+    let m = q
+        .build(root)
+        .unwrap()
+        .match_node(&g, sub)
+        .map(|m| (m.node(a), m.tensor(a)));
+    assert_eq!(m, Some((Some(split), Some(OutletId::new(split, 1)))));
+}
+
+#[test]
+fn scenario_03_alternation_matches_add_and_sub_in_graph_order() {
+    let mut b = GraphBuilder::new();
+    let x = b.placeholder("x", DType::F32, Shape::known(&[2])).unwrap();
+    let add = b.binary("AddV2", "add", x, x).unwrap();
+    let sub = b.binary("Sub", "sub", add, x).unwrap();
+    b.binary("Mul", "mul", sub, x).unwrap();
+    let g = b.finish();
+    let mut q = PatternBuilder::new();
+    let (l, r) = (q.any(), q.any());
+    let root = q.op("AddV2|Add|Sub").inputs([l, r]).id();
+    let roots: Vec<NodeId> = q
+        .build(root)
+        .unwrap()
+        .match_graph(&g)
+        .map(|m| m.root())
+        .collect();
+    assert_eq!(roots, [add.node, sub.node]);
+}
+
+#[test]
+fn scenario_04_one_of_binds_the_slice_only_when_present() {
+    let mut g = Graph::new();
+    let x = unknown(&mut g, "x", "Placeholder2", &[], 1);
+    let c = unknown(&mut g, "c", "Const2", &[], 1);
+    let reshape = unknown(&mut g, "reshape", "Reshape", &[x.into(), c.into()], 1);
+    let t1 = unknown(&mut g, "t1", "Transpose", &[reshape.into(), c.into()], 1);
+    let slice = unknown(
+        &mut g,
+        "slice",
+        "Slice",
+        &[reshape.into(), c.into(), c.into()],
+        1,
+    );
+    let t2 = unknown(&mut g, "t2", "Transpose", &[slice.into(), c.into()], 1);
+    let mut q = PatternBuilder::new();
+    let reshape_p = q.op("Reshape").name("reshape").id();
+    let (s1, s2, t_any1, t_any2) = (q.any(), q.any(), q.any(), q.any());
+    let slice_p = q.op("Slice").inputs([reshape_p, s1, s2]).name("slice").id();
+    let with_slice = q
+        .op("Transpose")
+        .inputs([slice_p, t_any1])
+        .name("transpose")
+        .id();
+    let without = q
+        .op("Transpose")
+        .inputs([reshape_p, t_any2])
+        .name("transpose")
+        .id();
+    let root = q.one_of([with_slice, without]);
+    let pattern = q.build(root).unwrap();
+    let m = pattern.match_node(&g, t1).unwrap();
+    assert_eq!(
+        (
+            m.node_named("reshape"),
+            m.node_named("slice"),
+            m.node_named("transpose")
+        ),
+        (Some(reshape), None, Some(t1))
+    );
+    let m = pattern.match_node(&g, t2).unwrap();
+    assert_eq!(
+        (
+            m.node_named("reshape"),
+            m.node_named("slice"),
+            m.node_named("transpose")
+        ),
+        (Some(reshape), Some(slice), Some(t2))
+    );
+}
+
+#[test]
+fn scenario_05_unordered_inputs_match_either_order_ordered_only_one() {
+    let mut b = GraphBuilder::new();
+    let x = b.placeholder("x", DType::F32, Shape::known(&[2])).unwrap();
+    let c = b
+        .constant("c", Tensor::zeros(DType::F32, &[2]).unwrap())
+        .unwrap();
+    let add = b.binary("Add", "add", x, c).unwrap().node;
+    let g = b.finish();
+    let try_match = |first: &str, second: &str, ordered: bool| {
+        let mut q = PatternBuilder::new();
+        let (a, b) = (q.op(first).id(), q.op(second).id());
+        let op = q.op("Add").inputs([a, b]);
+        let root = if ordered {
+            op.id()
+        } else {
+            op.unordered().id()
+        };
+        q.build(root).unwrap().match_node(&g, add).is_some()
+    };
+    assert!(try_match("Const", "Placeholder", false));
+    assert!(try_match("Placeholder", "Const", false));
+    assert!(!try_match("Const", "Placeholder", true));
+}
