@@ -1,14 +1,50 @@
 //! # quant-passes
 //!
-//! Rewrite passes over [`quant_core::Graph`]s. This crate will own:
+//! Rewrite passes over [`quant_core::Graph`]s.
 //!
-//! - the `Pass` trait and the pass manager with per-rule reports;
-//! - `fold_batch_norms` (training and eval forms) and `quantize`
-//!   (fake-quant insertion), behind the public API `create_training_graph`,
-//!   `create_eval_graph` and their experimental variants;
+//! Built so far:
+//!
+//! - [`Pass`], [`PassReport`] (every applied rule with the node it was
+//!   rooted at, declined candidates with the reason, counts per rule) and
+//!   [`PassManager`], which validates the config, runs a pipeline and emits
+//!   a `tracing` debug event per applied rule;
+//! - [`QuantizeConfig`], the one options struct all passes share
+//!   (reference semantics §1.1), with [`QuantizeConfig::validate`];
+//! - [`FoldBatchNorms`] (`passes/fold_batch_norms.rs`): folding of fused
+//!   batch norms (`FusedBatchNorm`, `FusedBatchNormV3`) after `Conv2D`,
+//!   `DepthwiseConv2dNative` and `Reshape`-wrapped `MatMul`, **eval form**
+//!   (moving statistics), idempotent.
+//!
+//! Still to come:
+//!
+//! - the training form of batch-norm folding (§2.4: correction factors,
+//!   `Undo_Bessel_Correction`, `freeze_bn_delay`), atrous layers, NCHW, and
+//!   unfused batch norms (§2.5);
+//! - `quantize` (fake-quant insertion, §3) and the public API
+//!   (`create_training_graph`, `create_eval_graph` and the experimental
+//!   variants, with the training-op check of §1.3);
 //! - `gradients` (reverse-mode differentiation as a graph rewrite) and the
 //!   optimizers (SGD, momentum, Adam) as update ops;
 //! - `lower_to_integer`: from an eval graph and its checkpoint to integer ops
 //!   for a hardware target, and the pattern and target registries.
 //!
-//! Status: not built yet (issue 4 onward). It depends on quant-core only.
+//! ```
+//! use quant_core::models::{mnist_cnn, ModelOptions};
+//! use quant_passes::{FoldBatchNorms, PassManager, QuantizeConfig};
+//! let mut graph = mnist_cnn(ModelOptions::default()).unwrap();
+//! let pipeline = PassManager::new().with(FoldBatchNorms);
+//! let report = pipeline.run(&mut graph, &QuantizeConfig::eval()).unwrap();
+//! assert_eq!(report.count("fold_fused_batch_norm"), 2);
+//! assert!(graph.by_name("conv1/Conv2D_Fold").is_some());
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod pass;
+pub mod passes;
+
+pub use config::QuantizeConfig;
+pub use error::{ConfigError, PassError};
+pub use pass::{AppliedRule, Pass, PassManager, PassReport, SkippedRule};
+pub use passes::FoldBatchNorms;

@@ -1,0 +1,57 @@
+//! Typed errors of the passes and of their configuration.
+
+use quant_core::GraphError;
+
+/// A [`QuantizeConfig`](crate::QuantizeConfig) that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A bit width outside `2..=16` (the fake-quant kernel's range).
+    #[error("{which} = {bits} is out of range: bit widths must be in 2..=16")]
+    Bits {
+        /// `weight_bits` or `activation_bits`.
+        which: &'static str,
+        /// The value given.
+        bits: u32,
+    },
+    /// `freeze_bn_delay` only applies to the training rewrite.
+    #[error(
+        "freeze_bn_delay = {0} is set but is_training is false: batch norms are only frozen in training graphs"
+    )]
+    FreezeWithoutTraining(i64),
+    /// A negative delay.
+    #[error("{which} = {value} is negative")]
+    NegativeDelay {
+        /// `quant_delay` or `freeze_bn_delay`.
+        which: &'static str,
+        /// The value given.
+        value: i64,
+    },
+}
+
+/// A pass that could not rewrite the graph. Every variant names the node at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The configuration was refused before any pass ran.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A graph edit or a shape inference failed while rewriting `node`.
+    #[error("pass {pass}: while rewriting '{node}': {source}")]
+    Graph {
+        /// The pass.
+        pass: &'static str,
+        /// The node being rewritten.
+        node: String,
+        /// The underlying error.
+        source: GraphError,
+    },
+    /// The graph needs a form of the rewrite that is not built yet.
+    #[error("pass {pass}: '{node}': {message}")]
+    Unsupported {
+        /// The pass.
+        pass: &'static str,
+        /// The node at fault.
+        node: String,
+        /// What is not supported.
+        message: String,
+    },
+}
