@@ -22,8 +22,8 @@
 //! evaluated left to right, each operation rounded to float32, with
 //! `inv_scale = (qmax - qmin) / (max - min)` (a division of its own, not
 //! `1 / scale`) and `quant_zero = floor(-nudged_min * inv_scale + 0.5)`.
-//! Division and multiplication by `inv_scale` differ in a few values per
-//! thousand near ties, so each op uses exactly TensorFlow's choice. The
+//! Division and multiplication by `inv_scale` give different levels for
+//! some inputs near ties, so each op uses exactly TensorFlow's choice. The
 //! `vars` and per-channel ops (forward and gradient) treat a `[0, 0]` range
 //! specially: `y = 0`, `dx = g`, `dmin = dmax = 0`; the `args` op requires
 //! `min < max` ([`validate_args_range`]) and has no special case.
@@ -45,12 +45,22 @@
 //!   not vectorize). The best available set is detected at run time. FMA is
 //!   never enabled on purpose: Rust does not contract `a * b + c`, and a
 //!   contraction would change the results.
+//! * **Streaming stores.** Outputs of at least [`STREAM_MIN_LEN`] elements
+//!   go through AVX2 kernels written with intrinsics (`streaming`): the same
+//!   float32 operations in the same order, but every aligned group of 8
+//!   results goes from a register straight to memory with a non-temporal
+//!   store, which skips reading each destination line before overwriting it
+//!   (a third of a forward's memory traffic). Computing into a cache-resident
+//!   buffer and streaming that out was measured and does not help. Without
+//!   AVX2, large outputs use ordinary stores.
 //! * **Per-channel tiling.** The channel of element `i` is `i % C`. The
 //!   per-channel parameters (nudged range, scales, zero point, a keep mask
 //!   for `[0, 0]` channels) are repeated into tables of width
 //!   `L = lcm(C, 16)` (or `L = C` when that would exceed 1024), so the input
 //!   is processed as rows of `L` elements whose inner loop runs over
-//!   contiguous parameter arrays and vectorizes fully for any `C`.
+//!   contiguous parameter arrays and vectorizes fully for any `C`. The
+//!   tables hold two copies of their `L` columns so that the streaming
+//!   kernels can start a group of 8 at any column.
 //! * **Fused gradient.** One pass writes `dx` and accumulates `dmin`/`dmax`
 //!   in 16 float32 lanes (per-channel: one accumulator per table column).
 //!   Lanes are folded per chunk and chunks are added in float64 in chunk
@@ -80,10 +90,6 @@ const MAX_TABLE_WIDTH: usize = 1024;
 /// stay in cache anyway, and streaming stores skip reading the destination
 /// lines before overwriting them.
 pub const STREAM_MIN_LEN: usize = 1 << 23;
-
-/// Elements computed into a cache-resident buffer before they are streamed
-/// out.
-const STREAM_BLOCK: usize = 1024;
 
 /// Invalid fake-quant attributes.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -684,7 +690,8 @@ enum Isa {
     /// SSE4.1 (`roundps`), 4 lanes.
     #[cfg(target_arch = "x86_64")]
     Sse41,
-    /// AVX2, 8 lanes.
+    /// AVX2, 8 lanes; large outputs use the non-temporal kernels of
+    /// `streaming`.
     #[cfg(target_arch = "x86_64")]
     Avx2,
 }
@@ -721,8 +728,9 @@ impl Isa {
     }
 }
 
-/// Defines `$name(isa, args..)`, which runs the `#[inline(always)]` body
-/// `$body(args..)` compiled for the instruction set `isa`.
+/// Defines `$name(isa, args.., stream)`: the `#[inline(always)]` body
+/// `$body(args..)` compiled for the instruction set `isa`, or with AVX2 and
+/// `stream` the non-temporal kernel `streaming::$name(args..)`.
 macro_rules! multiversion {
     (
         $(#[$meta:meta])*
@@ -730,7 +738,7 @@ macro_rules! multiversion {
             => $body:ident
     ) => {
         $(#[$meta])*
-        fn $name $(<const $c: bool>)? (isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+        fn $name $(<const $c: bool>)? (isa: Isa, $($arg: $ty,)* stream: bool) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
@@ -742,15 +750,18 @@ macro_rules! multiversion {
                     $body $(::<$c>)? ($($arg),*)
                 }
                 match isa {
-                    // SAFETY: `Isa::Avx2` is only produced after detecting AVX2.
+                    // SAFETY (all three): `Isa::Avx2` is only produced after
+                    // detecting AVX2, `Isa::Sse41` after detecting SSE4.1.
+                    Isa::Avx2 if stream => {
+                        return unsafe { streaming::$name $(::<$c>)? ($($arg),*) };
+                    }
                     Isa::Avx2 => return unsafe { avx2 $(::<$c>)? ($($arg),*) },
-                    // SAFETY: `Isa::Sse41` is only produced after detecting SSE4.1.
                     Isa::Sse41 => return unsafe { sse41 $(::<$c>)? ($($arg),*) },
                     Isa::Generic => {}
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = isa;
+            let _ = (isa, stream);
             $body $(::<$c>)? ($($arg),*)
         }
     };
@@ -758,46 +769,40 @@ macro_rules! multiversion {
 
 multiversion! {
     /// Per-tensor forward with division (`vars`).
-    fn forward_div(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) => forward_div_body
+    fn forward_div(x: &[f32], out: &mut [f32], k: &ScalarConsts) => forward_div_body
 }
 multiversion! {
     /// Per-tensor forward with multiplication by `inv_scale` (`args`).
-    fn forward_mul(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) => forward_mul_body
+    fn forward_mul(x: &[f32], out: &mut [f32], k: &ScalarConsts) => forward_mul_body
 }
 multiversion! {
-    /// Per-channel forward over whole rows of the table.
-    fn forward_channels<const ZERO: bool>(
-        x: &[f32],
-        out: &mut [f32],
-        t: &ForwardTable,
-        stream: bool,
-    ) => forward_channels_body
+    /// Per-channel forward; `x` starts at a row boundary of the table.
+    fn forward_channels<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable)
+        => forward_channels_body
 }
 multiversion! {
     /// Fused per-tensor gradient; returns this chunk's `(dmin, dmax)`.
-    fn grad_sums(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32, stream: bool)
-        -> (f32, f32) => grad_sums_body
+    fn grad_sums(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32)
+        => grad_sums_body
 }
 multiversion! {
     /// Gradient mask only (`args`).
-    fn grad_mask(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32, stream: bool)
-        => grad_mask_body
+    fn grad_mask(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) => grad_mask_body
 }
 multiversion! {
-    /// Fused per-channel gradient over whole rows; adds into the column
-    /// sums `acc` (below, above).
+    /// Fused per-channel gradient; `x` starts at a row boundary of the
+    /// table. Adds into the column sums `acc` (below, above), `width` long.
     fn grad_channels<const ZERO: bool>(
         g: &[f32],
         x: &[f32],
         dx: &mut [f32],
         t: &GradTable,
         acc: (&mut [f32], &mut [f32]),
-        stream: bool,
     ) => grad_channels_body
 }
 
 // ---------------------------------------------------------------------------
-// Inner loops
+// Inner loops (auto-vectorized)
 // ---------------------------------------------------------------------------
 
 /// Per-tensor constants of the forward.
@@ -834,98 +839,45 @@ fn mask(b: bool) -> f32 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// Copies `src` into `dst`, with non-temporal stores wherever `dst` is
-/// 16-byte aligned. Call [`store_fence`] before the chunk is handed back.
+/// One `vars` output: division by `s`.
 #[inline(always)]
-fn stream_copy(src: &[f32], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-        let n = dst.len();
-        let head = dst.as_ptr().align_offset(16).min(n);
-        let body_end = head + (n - head) / 4 * 4;
-        dst[..head].copy_from_slice(&src[..head]);
-        let mut i = head;
-        while i < body_end {
-            // SAFETY: `i + 4 <= body_end <= n`, the length of both slices;
-            // `dst + i` is 16-byte aligned (aligned at `head`, steps of 16
-            // bytes); SSE is part of x86-64.
-            unsafe { _mm_stream_ps(dst.as_mut_ptr().add(i), _mm_loadu_ps(src.as_ptr().add(i))) };
-            i += 4;
-        }
-        dst[body_end..].copy_from_slice(&src[body_end..]);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    dst.copy_from_slice(src);
+fn fq_div(x: f32, lo: f32, hi: f32, s: f32, qz: f32) -> f32 {
+    ((clamp_tf(x, lo, hi) - lo) / s - qz + 0.5).floor() * s
 }
 
-/// Orders this thread's non-temporal stores before everything after it.
+/// One `args` / per-channel output: multiplication by `inv`.
 #[inline(always)]
-fn store_fence() {
-    // SAFETY: SSE is part of x86-64.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
+fn fq_mul(x: f32, lo: f32, hi: f32, inv: f32, qz: f32, s: f32) -> f32 {
+    ((clamp_tf(x, lo, hi) - lo) * inv - qz + 0.5).floor() * s
 }
 
 #[inline(always)]
-fn forward_div_core(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+fn forward_div_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
     let (lo, hi, s, qz) = (k.lo, k.hi, k.scale, k.quant_zero);
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = ((clamp_tf(v, lo, hi) - lo) / s - qz + 0.5).floor() * s;
+        *o = fq_div(v, lo, hi, s, qz);
     }
 }
 
 #[inline(always)]
-fn forward_div_body(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) {
-    if !stream {
-        return forward_div_core(x, out, k);
-    }
-    let mut tmp = [0f32; STREAM_BLOCK];
-    for (x, out) in x.chunks(STREAM_BLOCK).zip(out.chunks_mut(STREAM_BLOCK)) {
-        let tmp = &mut tmp[..x.len()];
-        forward_div_core(x, tmp, k);
-        stream_copy(tmp, out);
-    }
-    store_fence();
-}
-
-#[inline(always)]
-fn forward_mul_core(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+fn forward_mul_body(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
     let (lo, hi, s, inv, qz) = (k.lo, k.hi, k.scale, k.inv_scale, k.quant_zero);
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = ((clamp_tf(v, lo, hi) - lo) * inv - qz + 0.5).floor() * s;
+        *o = fq_mul(v, lo, hi, inv, qz, s);
     }
 }
 
 #[inline(always)]
-fn forward_mul_body(x: &[f32], out: &mut [f32], k: &ScalarConsts, stream: bool) {
-    if !stream {
-        return forward_mul_core(x, out, k);
-    }
-    let mut tmp = [0f32; STREAM_BLOCK];
-    for (x, out) in x.chunks(STREAM_BLOCK).zip(out.chunks_mut(STREAM_BLOCK)) {
-        let tmp = &mut tmp[..x.len()];
-        forward_mul_core(x, tmp, k);
-        stream_copy(tmp, out);
-    }
-    store_fence();
-}
-
-/// `x` starts at a row boundary of the table.
-#[inline(always)]
-fn forward_channels_core<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable) {
+fn forward_channels_body<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable) {
     for (x, out) in x.chunks(t.width).zip(out.chunks_mut(t.width)) {
         let n = x.len();
         let out = &mut out[..n];
         let (lo, hi, inv) = (&t.lo[..n], &t.hi[..n], &t.inv_scale[..n]);
         let (qz, s, keep) = (&t.quant_zero[..n], &t.scale[..n], &t.keep[..n]);
         for j in 0..n {
-            let y = ((clamp_tf(x[j], lo[j], hi[j]) - lo[j]) * inv[j] - qz[j] + 0.5).floor() * s[j];
+            let y = fq_mul(x[j], lo[j], hi[j], inv[j], qz[j], s[j]);
+            // A [0, 0] channel is exactly 0, even for NaN inputs.
             out[j] = if ZERO {
-                // A [0, 0] channel is exactly 0, even for NaN inputs.
                 f32::from_bits(y.to_bits() & keep[j])
             } else {
                 y
@@ -935,57 +887,16 @@ fn forward_channels_core<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &Forwa
 }
 
 #[inline(always)]
-fn forward_channels_body<const ZERO: bool>(
-    x: &[f32],
-    out: &mut [f32],
-    t: &ForwardTable,
-    stream: bool,
-) {
-    if !stream {
-        return forward_channels_core::<ZERO>(x, out, t);
-    }
-    let block = stream_block(t.width);
-    let mut tmp = vec![0f32; block.min(x.len())];
-    for (x, out) in x.chunks(block).zip(out.chunks_mut(block)) {
-        let tmp = &mut tmp[..x.len()];
-        forward_channels_core::<ZERO>(x, tmp, t);
-        stream_copy(tmp, out);
-    }
-    store_fence();
-}
-
-#[inline(always)]
-fn grad_mask_core(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) {
+fn grad_mask_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) {
     for ((d, &gv), &xv) in dx.iter_mut().zip(g).zip(x) {
         *d = gv * mask(xv >= lo && xv <= hi);
     }
 }
 
 #[inline(always)]
-fn grad_mask_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32, stream: bool) {
-    if !stream {
-        return grad_mask_core(g, x, dx, lo, hi);
-    }
-    let mut tmp = [0f32; STREAM_BLOCK];
-    let blocks = g.chunks(STREAM_BLOCK).zip(x.chunks(STREAM_BLOCK));
-    for ((g, x), dx) in blocks.zip(dx.chunks_mut(STREAM_BLOCK)) {
-        let tmp = &mut tmp[..x.len()];
-        grad_mask_core(g, x, tmp, lo, hi);
-        stream_copy(tmp, dx);
-    }
-    store_fence();
-}
-
-/// Writes `dx` and adds the below/above sums into the lane accumulators.
-#[inline(always)]
-fn grad_sums_core(
-    g: &[f32],
-    x: &[f32],
-    dx: &mut [f32],
-    (lo, hi): (f32, f32),
-    amin: &mut [f32; LANES],
-    amax: &mut [f32; LANES],
-) {
+fn grad_sums_body(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32) {
+    let mut amin = [0f32; LANES];
+    let mut amax = [0f32; LANES];
     let mut gc = g.chunks_exact(LANES);
     let mut xc = x.chunks_exact(LANES);
     let mut dc = dx.chunks_exact_mut(LANES);
@@ -1004,38 +915,13 @@ fn grad_sums_core(
         amin[j] += if xv < lo { gv } else { 0.0 };
         amax[j] += if xv > hi { gv } else { 0.0 };
     }
-}
-
-#[inline(always)]
-fn grad_sums_body(
-    g: &[f32],
-    x: &[f32],
-    dx: &mut [f32],
-    lo: f32,
-    hi: f32,
-    stream: bool,
-) -> (f32, f32) {
-    let mut amin = [0f32; LANES];
-    let mut amax = [0f32; LANES];
-    if stream {
-        let mut tmp = [0f32; STREAM_BLOCK];
-        let blocks = g.chunks(STREAM_BLOCK).zip(x.chunks(STREAM_BLOCK));
-        for ((g, x), dx) in blocks.zip(dx.chunks_mut(STREAM_BLOCK)) {
-            let tmp = &mut tmp[..x.len()];
-            grad_sums_core(g, x, tmp, (lo, hi), &mut amin, &mut amax);
-            stream_copy(tmp, dx);
-        }
-        store_fence();
-    } else {
-        grad_sums_core(g, x, dx, (lo, hi), &mut amin, &mut amax);
-    }
     (fold_lanes(amin), fold_lanes(amax))
 }
 
-/// Pairwise sum of the accumulator lanes.
+/// Pairwise sum of accumulator lanes.
 #[inline(always)]
-fn fold_lanes(mut a: [f32; LANES]) -> f32 {
-    let mut w = LANES / 2;
+fn fold_lanes<const N: usize>(mut a: [f32; N]) -> f32 {
+    let mut w = N / 2;
     while w > 0 {
         for j in 0..w {
             a[j] += a[j + w];
@@ -1045,15 +931,36 @@ fn fold_lanes(mut a: [f32; LANES]) -> f32 {
     a[0]
 }
 
-/// `x` starts at a row boundary of the table.
+/// One per-channel gradient element at table column `j`: returns `dx` and
+/// adds into the column sums.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
-fn grad_channels_core<const ZERO: bool>(
+fn grad_channel_elem<const ZERO: bool>(
+    (gv, xv): (f32, f32),
+    t: &GradTable,
+    j: usize,
+    (amin, amax): (&mut f32, &mut f32),
+) -> f32 {
+    let inside = xv >= t.lo[j] && xv <= t.hi[j];
+    // A [0, 0] channel has an infinite range and passes 1.0, so its mask is
+    // 1 even for NaN inputs.
+    let m = if ZERO {
+        if inside { 1.0 } else { t.pass[j] }
+    } else {
+        mask(inside)
+    };
+    *amin += if xv < t.lo[j] { gv } else { 0.0 };
+    *amax += if xv > t.hi[j] { gv } else { 0.0 };
+    gv * m
+}
+
+#[inline(always)]
+fn grad_channels_body<const ZERO: bool>(
     g: &[f32],
     x: &[f32],
     dx: &mut [f32],
     t: &GradTable,
-    acc_min: &mut [f32],
-    acc_max: &mut [f32],
+    (acc_min, acc_max): (&mut [f32], &mut [f32]),
 ) {
     let rows = g
         .chunks(t.width)
@@ -1067,8 +974,6 @@ fn grad_channels_core<const ZERO: bool>(
         for j in 0..n {
             let (gv, xv) = (g[j], x[j]);
             let inside = xv >= lo[j] && xv <= hi[j];
-            // A [0, 0] channel has an infinite range and passes 1.0, so its
-            // mask is 1 even for NaN inputs.
             let m = if ZERO {
                 if inside { 1.0 } else { pass[j] }
             } else {
@@ -1081,27 +986,303 @@ fn grad_channels_core<const ZERO: bool>(
     }
 }
 
-#[inline(always)]
-fn grad_channels_body<const ZERO: bool>(
-    g: &[f32],
-    x: &[f32],
-    dx: &mut [f32],
-    t: &GradTable,
-    (acc_min, acc_max): (&mut [f32], &mut [f32]),
-    stream: bool,
-) {
-    if !stream {
-        return grad_channels_core::<ZERO>(g, x, dx, t, acc_min, acc_max);
+// ---------------------------------------------------------------------------
+// Streaming AVX2 kernels
+// ---------------------------------------------------------------------------
+
+/// AVX2 kernels for outputs of at least [`STREAM_MIN_LEN`] elements. They
+/// compute exactly the float32 operations of the auto-vectorized bodies,
+/// written with intrinsics so that every aligned group of 8 outputs goes
+/// straight from a register to memory with a non-temporal store (computing
+/// into a buffer and streaming that out does not help). Unaligned heads
+/// and the tails use the scalar element functions.
+#[cfg(target_arch = "x86_64")]
+mod streaming {
+    use std::arch::x86_64::*;
+
+    use super::{ForwardTable, GradTable, ScalarConsts, fold_lanes, fq_div, fq_mul, mask};
+
+    /// Loads 8 floats from `p`.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable; AVX must be enabled.
+    #[inline(always)]
+    unsafe fn ld(p: *const f32) -> __m256 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm256_loadu_ps(p) }
     }
-    let block = stream_block(t.width);
-    let mut tmp = vec![0f32; block.min(x.len())];
-    let blocks = g.chunks(block).zip(x.chunks(block));
-    for ((g, x), dx) in blocks.zip(dx.chunks_mut(block)) {
-        let tmp = &mut tmp[..x.len()];
-        grad_channels_core::<ZERO>(g, x, tmp, t, acc_min, acc_max);
-        stream_copy(tmp, dx);
+
+    /// Writes `out[i] = scalar(i)` for the elements before `out` is 32-byte
+    /// aligned and after the last whole group of 8, and streams
+    /// `vector(i)` into `out[i..i + 8]` for the aligned groups in between,
+    /// in increasing `i` (so `i + 8 <= out.len()` in every `vector(i)`).
+    /// Ends with a store fence.
+    #[inline(always)]
+    fn drive(
+        out: &mut [f32],
+        mut scalar: impl FnMut(usize) -> f32,
+        mut vector: impl FnMut(usize) -> __m256,
+    ) {
+        let n = out.len();
+        let head = out.as_ptr().align_offset(32).min(n);
+        for (i, o) in out[..head].iter_mut().enumerate() {
+            *o = scalar(i);
+        }
+        let mut i = head;
+        while i + 8 <= n {
+            let v = vector(i);
+            // SAFETY: `i + 8 <= n`; `out + i` is 32-byte aligned (aligned at
+            // `head`, then steps of 32 bytes); AVX is enabled in every caller.
+            unsafe { _mm256_stream_ps(out.as_mut_ptr().add(i), v) };
+            i += 8;
+        }
+        for (j, o) in out[i..].iter_mut().enumerate() {
+            *o = scalar(i + j);
+        }
+        // SAFETY: SSE is part of x86-64. The fence orders the streamed
+        // stores before the chunk is handed back to other threads.
+        unsafe { _mm_sfence() };
     }
-    store_fence();
+
+    /// `clamp(x, lo, hi) - lo` as in [`super::clamp_tf`]: `minps(hi, x)` is
+    /// `hi < x ? hi : x` and `maxps(lo, c)` is `lo > c ? lo : c`, so a NaN
+    /// `x` passes through both as in the scalar code.
+    #[inline(always)]
+    fn shifted(x: __m256, lo: __m256, hi: __m256) -> __m256 {
+        // SAFETY: AVX is enabled in every caller.
+        unsafe { _mm256_sub_ps(_mm256_max_ps(lo, _mm256_min_ps(hi, x)), lo) }
+    }
+
+    /// `floor(v - qz + 0.5) * s`.
+    #[inline(always)]
+    fn level(v: __m256, qz: __m256, s: __m256) -> __m256 {
+        // SAFETY: AVX is enabled in every caller.
+        unsafe {
+            let t = _mm256_add_ps(_mm256_sub_ps(v, qz), _mm256_set1_ps(0.5));
+            _mm256_mul_ps(_mm256_floor_ps(t), s)
+        }
+    }
+
+    /// The masks `lo <= x <= hi`, `x < lo` and `x > hi` (false for NaN).
+    #[inline(always)]
+    fn masks(x: __m256, lo: __m256, hi: __m256) -> (__m256, __m256, __m256) {
+        // SAFETY: AVX is enabled in every caller.
+        unsafe {
+            let inside = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(x, lo),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(x, hi),
+            );
+            (
+                inside,
+                _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(x, hi),
+            )
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn forward_div(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+        assert_eq!(x.len(), out.len());
+        let (lo, hi, s, qz) = (k.lo, k.hi, k.scale, k.quant_zero);
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let (vs, vqz) = (_mm256_set1_ps(s), _mm256_set1_ps(qz));
+        let xp = x.as_ptr();
+        let vector = |i: usize| {
+            // SAFETY: `drive` passes `i + 8 <= out.len() == x.len()`.
+            let v = unsafe { ld(xp.add(i)) };
+            level(_mm256_div_ps(shifted(v, vlo, vhi), vs), vqz, vs)
+        };
+        drive(out, |i| fq_div(x[i], lo, hi, s, qz), vector);
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn forward_mul(x: &[f32], out: &mut [f32], k: &ScalarConsts) {
+        assert_eq!(x.len(), out.len());
+        let (lo, hi, s, inv, qz) = (k.lo, k.hi, k.scale, k.inv_scale, k.quant_zero);
+        let (vlo, vhi, vinv) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(inv));
+        let (vs, vqz) = (_mm256_set1_ps(s), _mm256_set1_ps(qz));
+        let xp = x.as_ptr();
+        let vector = |i: usize| {
+            // SAFETY: `drive` passes `i + 8 <= out.len() == x.len()`.
+            let v = unsafe { ld(xp.add(i)) };
+            level(_mm256_mul_ps(shifted(v, vlo, vhi), vinv), vqz, vs)
+        };
+        drive(out, |i| fq_mul(x[i], lo, hi, inv, qz, s), vector);
+    }
+
+    /// Column of the doubled table for the group starting at `i`, stepped
+    /// along with `drive`'s calls. Invariant: `column < width`, so a group
+    /// of 8 columns ends within the doubled table (`width >= 8`).
+    struct Phase {
+        column: usize,
+        width: usize,
+    }
+
+    impl Phase {
+        /// `out` starts at column 0; the first group starts at `drive`'s
+        /// `head`.
+        fn new(out: &[f32], width: usize) -> Self {
+            assert!(width >= 8, "table narrower than a vector");
+            let head = out.as_ptr().align_offset(32).min(out.len());
+            Self {
+                column: head % width,
+                width,
+            }
+        }
+
+        /// The column for this group, then steps to the next group.
+        #[inline(always)]
+        fn next(&mut self, i: usize) -> usize {
+            let c = self.column;
+            debug_assert_eq!(c, i % self.width);
+            self.column += 8;
+            if self.column >= self.width {
+                self.column -= self.width;
+            }
+            c
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn forward_channels<const ZERO: bool>(x: &[f32], out: &mut [f32], t: &ForwardTable) {
+        assert_eq!(x.len(), out.len());
+        let w = t.width;
+        let columns = [&t.lo, &t.hi, &t.inv_scale, &t.quant_zero, &t.scale];
+        assert!(columns.iter().all(|c| c.len() == 2 * w) && t.keep.len() == 2 * w);
+        let [lo, hi, inv, qz, s] = columns.map(|c| c.as_ptr());
+        let (keep, xp) = (t.keep.as_ptr().cast::<f32>(), x.as_ptr());
+        let mut phase = Phase::new(out, w);
+        let scalar = |i: usize| {
+            let j = i % w;
+            let y = fq_mul(
+                x[i],
+                t.lo[j],
+                t.hi[j],
+                t.inv_scale[j],
+                t.quant_zero[j],
+                t.scale[j],
+            );
+            if ZERO {
+                f32::from_bits(y.to_bits() & t.keep[j])
+            } else {
+                y
+            }
+        };
+        let vector = |i: usize| {
+            let j = phase.next(i);
+            // SAFETY: `drive` passes `i + 8 <= out.len() == x.len()`; `j < w`
+            // (`Phase`) and every column holds `2 * w >= j + 8` entries.
+            unsafe {
+                let v = _mm256_mul_ps(
+                    shifted(ld(xp.add(i)), ld(lo.add(j)), ld(hi.add(j))),
+                    ld(inv.add(j)),
+                );
+                let y = level(v, ld(qz.add(j)), ld(s.add(j)));
+                if ZERO {
+                    _mm256_and_ps(y, ld(keep.add(j)))
+                } else {
+                    y
+                }
+            }
+        };
+        drive(out, scalar, vector);
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn grad_mask(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) {
+        assert!(g.len() == dx.len() && x.len() == dx.len());
+        let (vlo, vhi, one) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(1.0));
+        let (gp, xp) = (g.as_ptr(), x.as_ptr());
+        let vector = |i: usize| {
+            // SAFETY: `drive` passes `i + 8 <= dx.len()`, the length of `g` and `x`.
+            let (gv, xv) = unsafe { (ld(gp.add(i)), ld(xp.add(i))) };
+            let (inside, _, _) = masks(xv, vlo, vhi);
+            _mm256_mul_ps(gv, _mm256_and_ps(inside, one))
+        };
+        drive(dx, |i| g[i] * mask(x[i] >= lo && x[i] <= hi), vector);
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn grad_sums(g: &[f32], x: &[f32], dx: &mut [f32], lo: f32, hi: f32) -> (f32, f32) {
+        assert!(g.len() == dx.len() && x.len() == dx.len());
+        let (vlo, vhi, one) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_ps(1.0));
+        let (gp, xp) = (g.as_ptr(), x.as_ptr());
+        let (mut smin, mut smax) = (0f32, 0f32);
+        let (mut vmin, mut vmax) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let scalar = |i: usize| {
+            let (gv, xv) = (g[i], x[i]);
+            smin += if xv < lo { gv } else { 0.0 };
+            smax += if xv > hi { gv } else { 0.0 };
+            gv * mask(xv >= lo && xv <= hi)
+        };
+        let vector = |i: usize| {
+            // SAFETY: `drive` passes `i + 8 <= dx.len()`, the length of `g` and `x`.
+            let (gv, xv) = unsafe { (ld(gp.add(i)), ld(xp.add(i))) };
+            let (inside, below, above) = masks(xv, vlo, vhi);
+            vmin = _mm256_add_ps(vmin, _mm256_and_ps(below, gv));
+            vmax = _mm256_add_ps(vmax, _mm256_and_ps(above, gv));
+            _mm256_mul_ps(gv, _mm256_and_ps(inside, one))
+        };
+        drive(dx, scalar, vector);
+        let lanes = |v: __m256| {
+            let mut a = [0f32; 8];
+            // SAFETY: `a` holds 8 floats.
+            unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+            a
+        };
+        (
+            fold_lanes(lanes(vmin)) + smin,
+            fold_lanes(lanes(vmax)) + smax,
+        )
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn grad_channels<const ZERO: bool>(
+        g: &[f32],
+        x: &[f32],
+        dx: &mut [f32],
+        t: &GradTable,
+        (acc_min, acc_max): (&mut [f32], &mut [f32]),
+    ) {
+        assert!(g.len() == dx.len() && x.len() == dx.len());
+        let w = t.width;
+        assert!(t.lo.len() == 2 * w && t.hi.len() == 2 * w && t.pass.len() == 2 * w);
+        // Vector sums by doubled-table column, folded into `acc` at the end.
+        let (mut vmin, mut vmax) = (vec![0f32; 2 * w], vec![0f32; 2 * w]);
+        let (vminp, vmaxp) = (vmin.as_mut_ptr(), vmax.as_mut_ptr());
+        let (lo, hi, pass) = (t.lo.as_ptr(), t.hi.as_ptr(), t.pass.as_ptr());
+        let (gp, xp) = (g.as_ptr(), x.as_ptr());
+        let one = _mm256_set1_ps(1.0);
+        let mut phase = Phase::new(dx, w);
+        let scalar = |i: usize| {
+            let j = i % w;
+            super::grad_channel_elem::<ZERO>((g[i], x[i]), t, j, (&mut acc_min[j], &mut acc_max[j]))
+        };
+        let vector = |i: usize| {
+            let j = phase.next(i);
+            // SAFETY: `drive` passes `i + 8 <= dx.len()`, the length of `g`
+            // and `x`; `j < w` (`Phase`) and the table columns and `vmin`,
+            // `vmax` hold `2 * w >= j + 8` entries.
+            unsafe {
+                let (gv, xv) = (ld(gp.add(i)), ld(xp.add(i)));
+                let (inside, below, above) = masks(xv, ld(lo.add(j)), ld(hi.add(j)));
+                let m = if ZERO {
+                    _mm256_blendv_ps(ld(pass.add(j)), one, inside)
+                } else {
+                    _mm256_and_ps(inside, one)
+                };
+                let (pmin, pmax) = (vminp.add(j), vmaxp.add(j));
+                _mm256_storeu_ps(pmin, _mm256_add_ps(ld(pmin), _mm256_and_ps(below, gv)));
+                _mm256_storeu_ps(pmax, _mm256_add_ps(ld(pmax), _mm256_and_ps(above, gv)));
+                _mm256_mul_ps(gv, m)
+            }
+        };
+        drive(dx, scalar, vector);
+        for j in 0..w {
+            acc_min[j] += vmin[j] + vmin[j + w];
+            acc_max[j] += vmax[j] + vmax[j + w];
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1121,12 +1302,8 @@ fn table_width(channels: usize) -> usize {
     }
 }
 
-/// Whole table rows of about [`STREAM_BLOCK`] elements.
-fn stream_block(width: usize) -> usize {
-    width * (STREAM_BLOCK / width).max(1)
-}
-
-/// Per-channel forward constants repeated to `width` columns.
+/// Per-channel forward constants for `2 * width` columns (column `j` is
+/// channel `j % C`; the second copy lets a group of 8 start at any column).
 struct ForwardTable {
     width: usize,
     has_zero: bool,
@@ -1145,14 +1322,14 @@ impl ForwardTable {
         let mut t = Self {
             width,
             has_zero: false,
-            lo: Vec::with_capacity(width),
-            hi: Vec::with_capacity(width),
-            scale: Vec::with_capacity(width),
-            inv_scale: Vec::with_capacity(width),
-            quant_zero: Vec::with_capacity(width),
-            keep: Vec::with_capacity(width),
+            lo: Vec::with_capacity(2 * width),
+            hi: Vec::with_capacity(2 * width),
+            scale: Vec::with_capacity(2 * width),
+            inv_scale: Vec::with_capacity(2 * width),
+            quant_zero: Vec::with_capacity(2 * width),
+            keep: Vec::with_capacity(2 * width),
         };
-        for j in 0..width {
+        for j in 0..2 * width {
             let (min, max) = (mins[j % mins.len()], maxs[j % mins.len()]);
             if min == 0.0 && max == 0.0 {
                 t.has_zero = true;
@@ -1176,7 +1353,8 @@ impl ForwardTable {
     }
 }
 
-/// Per-channel gradient constants repeated to `width` columns.
+/// Per-channel gradient constants for `2 * width` columns, as
+/// [`ForwardTable`].
 struct GradTable {
     width: usize,
     has_zero: bool,
@@ -1192,11 +1370,11 @@ impl GradTable {
         let mut t = Self {
             width,
             has_zero: false,
-            lo: Vec::with_capacity(width),
-            hi: Vec::with_capacity(width),
-            pass: Vec::with_capacity(width),
+            lo: Vec::with_capacity(2 * width),
+            hi: Vec::with_capacity(2 * width),
+            pass: Vec::with_capacity(2 * width),
         };
-        for j in 0..width {
+        for j in 0..2 * width {
             let (min, max) = (mins[j % mins.len()], maxs[j % mins.len()]);
             if min == 0.0 && max == 0.0 {
                 t.has_zero = true;
@@ -1444,6 +1622,7 @@ mod tests {
 
     #[test]
     fn table_widths() {
+        assert_eq!(table_width(1001), 1001);
         assert_eq!(table_width(1), 16);
         assert_eq!(table_width(3), 48);
         assert_eq!(table_width(64), 64);
@@ -1504,15 +1683,30 @@ mod tests {
 
     #[test]
     fn each_isa_matches_reference_per_channel() {
-        let mins = [-1.0, 0.0, 0.5, -2.0, 0.0, -0.123, -6.0];
-        let maxs = [1.0, 6.0, 2.0, -0.5, 0.0, 0.987, 6.0];
+        // Fixed ranges (one of them [0, 0]), then generated ones.
+        let fixed = [
+            (-1.0, 1.0),
+            (0.0, 6.0),
+            (0.5, 2.0),
+            (-2.0, -0.5),
+            (0.0, 0.0),
+        ];
+        let fixed = fixed.into_iter().chain([(-0.123, 0.987), (-6.0, 6.0)]);
+        let generated = (0..1001).map(|c| (-((c % 11) as f32) * 0.3, 0.2 + (c % 5) as f32));
+        let (mins, maxs): (Vec<f32>, Vec<f32>) = fixed.chain(generated).unzip();
         for isa in Isa::available() {
-            for channels in [1, 3, 4, 5, 7] {
+            // Tables of width lcm(C, 16) (1 to 112) and of width C (600, 1001).
+            for channels in [1, 3, 4, 5, 7, 600, 1001] {
                 let (mins, maxs) = (&mins[..channels], &maxs[..channels]);
                 let q = p(8, channels % 2 == 0);
                 let ft = ForwardTable::new(mins, maxs, q);
                 let gt = GradTable::new(mins, maxs, q);
-                let cases = [0, 1, 2, 5, 17, 100, 700].into_iter();
+                let row_counts: &[usize] = if channels > 100 {
+                    &[0, 1, 3]
+                } else {
+                    &[0, 1, 2, 5, 17, 100, 700]
+                };
+                let cases = row_counts.iter().copied();
                 for (rows, stream) in cases.flat_map(|r| [(r, false), (r, true)]) {
                     let len = rows * channels;
                     let x = inputs(len, -7.0, 7.0, len as u64 + 3);
