@@ -54,4 +54,16 @@ pub enum PassError {
         /// What is not supported.
         message: String,
     },
+    /// A quantizer was inserted after `producer`, but fewer inputs of the
+    /// listed consumers read it than there are consumers (the original's
+    /// `ValueError: No inputs quantized for ops`).
+    #[error("pass {pass}: no inputs quantized for ops: [{}] (quantizing '{producer}')", consumers.join(", "))]
+    NoInputsQuantized {
+        /// The pass.
+        pass: &'static str,
+        /// The op whose output was being quantized.
+        producer: String,
+        /// The consumers that were to read the quantizer.
+        consumers: Vec<String>,
+    },
 }

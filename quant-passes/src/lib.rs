@@ -13,14 +13,18 @@
 //! - [`FoldBatchNorms`] (`passes/fold_batch_norms.rs`): folding of fused
 //!   batch norms (`FusedBatchNorm`, `FusedBatchNormV3`) after `Conv2D`,
 //!   `DepthwiseConv2dNative` and `Reshape`-wrapped `MatMul`, **eval form**
-//!   (moving statistics), idempotent.
+//!   (moving statistics), idempotent;
+//! - [`Quantize`] (`passes/quantize.rs`): fake-quant insertion (§3), eval
+//!   and training forms (last-value and zero-debiased EMA ranges, symmetric
+//!   ranges, per-channel weights), idempotent; every inserted fake quant is
+//!   listed in [`PassReport::quantizers`] with its [`QuantizerRole`].
 //!
 //! Still to come:
 //!
 //! - the training form of batch-norm folding (§2.4: correction factors,
 //!   `Undo_Bessel_Correction`, `freeze_bn_delay`), atrous layers, NCHW, and
 //!   unfused batch norms (§2.5);
-//! - `quantize` (fake-quant insertion, §3) and the public API
+//! - `quant_delay` (§3.4 step 6) in `quantize`, and the public API
 //!   (`create_training_graph`, `create_eval_graph` and the experimental
 //!   variants, with the training-op check of §1.3);
 //! - `gradients` (reverse-mode differentiation as a graph rewrite) and the
@@ -46,5 +50,7 @@ pub mod passes;
 
 pub use config::QuantizeConfig;
 pub use error::{ConfigError, PassError};
-pub use pass::{AppliedRule, Pass, PassManager, PassReport, SkippedRule};
-pub use passes::FoldBatchNorms;
+pub use pass::{
+    AppliedRule, InsertedQuantizer, Pass, PassManager, PassReport, QuantizerRole, SkippedRule,
+};
+pub use passes::{FoldBatchNorms, Quantize};

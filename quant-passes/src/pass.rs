@@ -40,6 +40,61 @@ pub struct SkippedRule {
     pub reason: String,
 }
 
+/// Why a fake quant was inserted (reference semantics §3.3, §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuantizerRole {
+    /// A layer's weights (`C/weights_quant`).
+    Weights,
+    /// A layer's activation (`A/act_quant`).
+    Activation,
+    /// The bias add before a bypass (`C/conv_quant`).
+    BiasAdd,
+    /// A bypass add not followed by an activation (`A/add_quant`).
+    Bypass,
+    /// An add after an activation (`post_activation_bypass_quant`).
+    PostActivationBypass,
+    /// An `Add`/`Mul` between quantized tensors (`activation_<Op>_quant`).
+    Intermediate,
+}
+
+impl QuantizerRole {
+    /// The role's stable name: `weights`, `activation`, `bias_add`,
+    /// `bypass`, `post_activation_bypass` or `intermediate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantizerRole::Weights => "weights",
+            QuantizerRole::Activation => "activation",
+            QuantizerRole::BiasAdd => "bias_add",
+            QuantizerRole::Bypass => "bypass",
+            QuantizerRole::PostActivationBypass => "post_activation_bypass",
+            QuantizerRole::Intermediate => "intermediate",
+        }
+    }
+}
+
+impl std::fmt::Display for QuantizerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One fake-quant op inserted by a pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InsertedQuantizer {
+    /// The fake-quant node (`conv1/weights_quant/FakeQuantWithMinMaxVars`).
+    pub node: String,
+    /// Why it was inserted.
+    pub role: QuantizerRole,
+    /// `num_bits`.
+    pub num_bits: u32,
+    /// `narrow_range`.
+    pub narrow_range: bool,
+    /// Whether training-time ranges are symmetric (§4.1).
+    pub symmetric: bool,
+    /// Whether it is a `FakeQuantWithMinMaxVarsPerChannel`.
+    pub per_channel: bool,
+}
+
 /// What a pass (or a pipeline) did, in the order it did it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -47,6 +102,8 @@ pub struct PassReport {
     pub applied: Vec<AppliedRule>,
     /// Candidates the rules declined, in visiting order.
     pub skipped: Vec<SkippedRule>,
+    /// Every fake quant inserted, in insertion order.
+    pub quantizers: Vec<InsertedQuantizer>,
 }
 
 impl PassReport {
@@ -103,6 +160,7 @@ impl PassReport {
     pub fn extend(&mut self, other: PassReport) {
         self.applied.extend(other.applied);
         self.skipped.extend(other.skipped);
+        self.quantizers.extend(other.quantizers);
     }
 }
 

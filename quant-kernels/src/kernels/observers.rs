@@ -26,9 +26,17 @@ pub fn symmetric_ratio(num_bits: u32, narrow_range: bool) -> f32 {
 }
 
 /// The symmetric range of a batch: `(min(bmin, bmax/ρ), max(bmax, bmin·ρ))`.
-pub fn symmetric_range(batch_min: f32, batch_max: f32, num_bits: u32, narrow_range: bool) -> (f32, f32) {
+pub fn symmetric_range(
+    batch_min: f32,
+    batch_max: f32,
+    num_bits: u32,
+    narrow_range: bool,
+) -> (f32, f32) {
     let rho = symmetric_ratio(num_bits, narrow_range);
-    (batch_min.min(batch_max / rho), batch_max.max(batch_min * rho))
+    (
+        batch_min.min(batch_max / rho),
+        batch_max.max(batch_min * rho),
+    )
 }
 
 /// The state of one zero-debiased exponential moving average: the value
@@ -54,7 +62,11 @@ impl EmaState {
         let biased = self.biased - (self.biased - x) * c;
         let local_step = self.local_step + 1.0;
         let unbiased = biased / (1.0 - (1.0 - c).powf(local_step));
-        EmaState { value: self.value - (self.value - unbiased), biased, local_step }
+        EmaState {
+            value: self.value - (self.value - unbiased),
+            biased,
+            local_step,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Folding fused batch norms into the preceding layer's weights and bias.
 
+use super::names::{ctx, join, last, unique_scope};
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
@@ -97,22 +98,6 @@ enum Candidate {
     Skip(String),
 }
 
-fn ctx(name: &str) -> &str {
-    name.rsplit_once('/').map_or("", |(scope, _)| scope)
-}
-
-fn last(name: &str) -> &str {
-    name.rsplit_once('/').map_or(name, |(_, last)| last)
-}
-
-fn join(scope: &str, name: &str) -> String {
-    if scope.is_empty() {
-        name.to_string()
-    } else {
-        format!("{scope}/{name}")
-    }
-}
-
 fn bool_attr(graph: &Graph, id: NodeId, name: &str, default: bool) -> Result<bool, GraphError> {
     let node = graph.node(id);
     match node.attr(name) {
@@ -126,23 +111,6 @@ fn is_nchw(graph: &Graph, id: NodeId) -> bool {
         .node(id)
         .attr_str("data_format")
         .is_ok_and(|f| f == "NCHW")
-}
-
-/// The first free scope among `base`, `base_1`, `base_2`, ...
-fn unique_scope(graph: &Graph, base: &str) -> String {
-    let taken = |s: &str| {
-        let prefix = format!("{s}/");
-        graph
-            .nodes()
-            .any(|(_, n)| n.name() == s || n.name().starts_with(&prefix))
-    };
-    if !taken(base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|s| !taken(s))
-        .unwrap_or_else(|| unreachable!("some suffix is free"))
 }
 
 impl FoldBatchNorms {
