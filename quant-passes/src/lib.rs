@@ -17,16 +17,20 @@
 //! - [`Quantize`] (`passes/quantize.rs`): fake-quant insertion (§3), eval
 //!   and training forms (last-value and zero-debiased EMA ranges, symmetric
 //!   ranges, per-channel weights), idempotent; every inserted fake quant is
-//!   listed in [`PassReport::quantizers`] with its [`QuantizerRole`].
+//!   listed in [`PassReport::quantizers`] with its [`QuantizerRole`];
+//! - the public API ([`api`]): [`create_training_graph`],
+//!   [`create_eval_graph`] and the experimental variants with
+//!   [`TrainingOptions`]/[`EvalOptions`], running the training-op check of
+//!   §1.3 ([`OPTIMIZER_OP_TYPES`], decision 2), option checks, then
+//!   [`FoldBatchNorms`] and [`Quantize`].
 //!
 //! Still to come:
 //!
 //! - the training form of batch-norm folding (§2.4: correction factors,
 //!   `Undo_Bessel_Correction`, `freeze_bn_delay`), atrous layers, NCHW, and
 //!   unfused batch norms (§2.5);
-//! - `quant_delay` (§3.4 step 6) in `quantize`, and the public API
-//!   (`create_training_graph`, `create_eval_graph` and the experimental
-//!   variants, with the training-op check of §1.3);
+//! - `quant_delay` (§3.4 step 6) in `quantize` (the API refuses a positive
+//!   delay until then);
 //! - `gradients` (reverse-mode differentiation as a graph rewrite) and the
 //!   optimizers (SGD, momentum, Adam) as update ops;
 //! - `lower_to_integer`: from an eval graph and its checkpoint to integer ops
@@ -43,11 +47,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod pass;
 pub mod passes;
 
+pub use api::{
+    ApiError, EvalOptions, OPTIMIZER_OP_TYPES, TrainingOptions, create_eval_graph,
+    create_training_graph, experimental_create_eval_graph, experimental_create_training_graph,
+};
 pub use config::QuantizeConfig;
 pub use error::{ConfigError, PassError};
 pub use pass::{

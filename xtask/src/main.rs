@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Summarise a graph file (.json, .pb, .pbtxt): node count, op counts, inputs, unknown ops.
     Inspect(cmd::inspect::Args),
+    /// Apply the training or eval rewrite (batch-norm folding, then fake-quant insertion).
+    Rewrite(cmd::rewrite::Args),
     /// Run a graph on the CPU executor, reading feeds from and writing fetches to .npy files.
     Run(cmd::run::Args),
     /// Run the main job on the built-in defaults.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Rewrite(args) => cmd::rewrite::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bench(args) => cmd::bench::run(args),

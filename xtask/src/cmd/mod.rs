@@ -4,6 +4,7 @@ pub mod bench;
 pub mod codegen;
 pub mod demo;
 pub mod inspect;
+pub mod rewrite;
 pub mod run;
 pub mod test;
 

@@ -1,0 +1,62 @@
+//! The eval rewrite (batch-norm folding, then fake-quant insertion) of
+//! generated networks of 1k, 10k and 100k conv-BN-ReLU6 layers with a
+//! residual add every other layer: the time per layer should stay flat.
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use quant_core::builder::{GraphBuilder, Padding};
+use quant_core::{DType, Graph, Shape, Tensor};
+use quant_passes::{FoldBatchNorms, PassManager, Quantize, QuantizeConfig};
+
+fn network(layers: usize) -> Graph {
+    let mut b = GraphBuilder::new();
+    let mut x = b
+        .placeholder("input", DType::F32, Shape::known(&[1, 4, 4, 4]))
+        .unwrap();
+    let ones = Tensor::from_vec(&[4], vec![1.0f32; 4]).unwrap();
+    let zeros = Tensor::zeros(DType::F32, &[1, 1, 4, 4]).unwrap();
+    for i in 0..layers {
+        x = b
+            .scope(&format!("layer{i}"), |b| {
+                let w = b.variable("weights", zeros.clone(), true)?;
+                let y = b.conv2d("Conv2D", x, w, [1, 1], Padding::Same)?;
+                let p = b.variable("BatchNorm/params", ones.clone(), false)?;
+                let bn = b.scope("BatchNorm", |b| {
+                    b.fused_batch_norm("FusedBatchNormV3", y, p, p, p, p, 0.001, false)
+                })?;
+                let y = if i % 2 == 1 {
+                    b.binary("AddV2", "add", bn.into(), x)?
+                } else {
+                    bn.into()
+                };
+                b.relu6("Relu6", y)
+            })
+            .unwrap();
+    }
+    b.finish()
+}
+
+fn bench(c: &mut Criterion) {
+    let manager = PassManager::new().with(FoldBatchNorms).with(Quantize);
+    let config = QuantizeConfig::eval();
+    let mut group = c.benchmark_group("eval_rewrite");
+    group.sample_size(10);
+    for layers in [1_000, 10_000, 100_000] {
+        let graph = network(layers);
+        group.throughput(Throughput::Elements(layers as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(layers),
+            &graph,
+            |bench, graph| {
+                bench.iter_batched(
+                    || graph.clone(),
+                    |mut g| manager.run(&mut g, &config).unwrap(),
+                    BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
