@@ -111,6 +111,11 @@ impl<'r> GraphBuilder<'r> {
         self.graph.unique_name(&full)
     }
 
+    /// The first free scope among `base`, `base_1`, ... (see [`Graph::unique_scope`]).
+    pub fn unique_scope(&mut self, base: &str) -> String {
+        self.graph.unique_scope(base)
+    }
+
     /// Adds a node of any op type, inferring its output facts. Returns its id.
     pub fn add(
         &mut self,

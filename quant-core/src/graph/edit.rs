@@ -105,6 +105,7 @@ impl Graph {
                 .unwrap_or_else(|| panic!("node id {} is not live", id.0));
             self.consumers[id.index()].clear();
             self.by_name.remove(&node.name);
+            self.count_scopes(&node.name, false);
             self.live -= 1;
         }
         ids.len()
@@ -197,6 +198,20 @@ mod tests {
         g.add_node(NewNode::new("a_1", "NoOp")).unwrap();
         g.add_node(NewNode::new("a_2", "NoOp")).unwrap();
         assert_eq!(g.unique_name("a"), "a_3");
+    }
+
+    #[test]
+    fn scopes_are_taken_by_the_nodes_under_them() {
+        let (mut g, _) = chain();
+        g.add_node(NewNode::new("q/min", "NoOp")).unwrap();
+        assert!(g.is_scope_taken("q") && g.is_scope_taken("q/min") && !g.is_scope_taken("q/m"));
+        assert_eq!(g.unique_scope("fresh"), "fresh");
+        assert_eq!(g.unique_scope("q"), "q_1");
+        g.add_node(NewNode::new("q_1/min", "NoOp")).unwrap();
+        assert_eq!(g.unique_scope("q"), "q_2");
+        let id = g.id("q/min").unwrap();
+        g.remove_node(id).unwrap();
+        assert!(!g.is_scope_taken("q"));
     }
 
     #[test]

@@ -285,6 +285,10 @@ pub struct Graph {
     consumers: Vec<Vec<Vec<InletId>>>,
     live: usize,
     name_counters: HashMap<String, usize>,
+    /// For every scope (a `/`-prefix of a live node's name), how many live
+    /// nodes are under it.
+    scopes: HashMap<String, usize>,
+    scope_counters: HashMap<String, usize>,
 }
 
 /// Checks that `name` can be written as an input reference (`name`, `name:k`, `^name`).
@@ -481,6 +485,7 @@ impl Graph {
             self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
         }
         self.by_name.insert(new.name.clone(), id);
+        self.count_scopes(&new.name, true);
         self.consumers.push(vec![Vec::new(); new.outputs.len()]);
         self.nodes.push(Some(Node {
             name: new.name,
@@ -580,6 +585,44 @@ impl Graph {
         Ok(())
     }
 
+    fn count_scopes(&mut self, name: &str, added: bool) {
+        for (i, _) in name.match_indices('/') {
+            let scope = &name[..i];
+            if added {
+                *self.scopes.entry(scope.to_string()).or_default() += 1;
+            } else if let Some(n) = self.scopes.get_mut(scope) {
+                *n -= 1;
+                if *n == 0 {
+                    self.scopes.remove(scope);
+                }
+            }
+        }
+    }
+
+    /// Whether `scope` is taken: a node is called `scope` or lives under
+    /// `scope/`. Constant time.
+    pub fn is_scope_taken(&self, scope: &str) -> bool {
+        self.by_name.contains_key(scope) || self.scopes.contains_key(scope)
+    }
+
+    /// The first free scope among `base`, `base_1`, `base_2`, ... (see
+    /// [`Graph::is_scope_taken`]), as TensorFlow makes variable scopes
+    /// unique. Suffixes are counted per base, so asking for the same base
+    /// again and again costs constant time per call.
+    pub fn unique_scope(&mut self, base: &str) -> String {
+        if !self.is_scope_taken(base) {
+            return base.to_string();
+        }
+        let counter = self.scope_counters.entry(base.to_string()).or_insert(0);
+        loop {
+            *counter += 1;
+            let candidate = format!("{base}_{counter}");
+            if !(self.by_name.contains_key(&candidate) || self.scopes.contains_key(&candidate)) {
+                return candidate;
+            }
+        }
+    }
+
     /// Removes a node that has no consumers. Returns the removed node.
     pub fn remove_node(&mut self, id: NodeId) -> Result<Node, GraphError> {
         if let Some(consumer) = self.consumer_nodes(id).first() {
@@ -601,6 +644,7 @@ impl Graph {
         }
         self.consumers[id.index()].clear();
         self.by_name.remove(&node.name);
+        self.count_scopes(&node.name, false);
         self.live -= 1;
         Ok(node)
     }

@@ -1,6 +1,6 @@
 //! Folding fused batch norms into the preceding layer's weights and bias.
 
-use super::names::{ctx, join, last, unique_scope};
+use super::names::{ctx, join, last};
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
@@ -260,7 +260,7 @@ impl FoldBatchNorms {
         let (layer_op, layer_name) = (layer.op().to_string(), layer.name().to_string());
         let attrs = layer.attrs().clone();
         let s = ctx(&layer_name).to_string();
-        let fs = unique_scope(g, &join(&s, "BatchNorm_Fold"));
+        let fs = b.unique_scope(&join(&s, "BatchNorm_Fold"));
 
         let eps = b.constant(&format!("{fs}/add/y"), Tensor::scalar(m.epsilon))?;
         let add = b.binary("Add", &format!("{fs}/add"), variance, eps)?;

@@ -23,18 +23,6 @@ pub(crate) fn join(scope: &str, name: &str) -> String {
 
 /// The first free scope among `base`, `base_1`, `base_2`, ...: a scope is
 /// taken if a node is named after it or lives under it.
-pub(crate) fn unique_scope(graph: &Graph, base: &str) -> String {
-    let taken = |s: &str| {
-        let prefix = format!("{s}/");
-        graph
-            .nodes()
-            .any(|(_, n)| n.name() == s || n.name().starts_with(&prefix))
-    };
-    if !taken(base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|s| !taken(s))
-        .unwrap_or_else(|| unreachable!("some suffix is free"))
+pub(crate) fn unique_scope(graph: &mut Graph, base: &str) -> String {
+    graph.unique_scope(base)
 }
