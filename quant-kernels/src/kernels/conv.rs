@@ -38,6 +38,7 @@
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
+use super::layout::{dims, slice};
 use super::window::Window2d;
 use crate::gemm::gemm;
 
@@ -535,16 +536,6 @@ fn add_assign(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d += s;
     }
-}
-
-fn dims(a: &ArrayView4<f32>) -> [usize; 4] {
-    let (n, h, w, c) = a.dim();
-    [n, h, w, c]
-}
-
-/// The contiguous data of a standard-layout 4-D view.
-fn slice<'a>(a: &ArrayView4<'a, f32>) -> &'a [f32] {
-    a.to_slice().expect("standard layout")
 }
 
 /// A standard-layout 4-D array seen as a `rows × cols` matrix.

@@ -23,6 +23,7 @@ use ndarray::{Array1, Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::conv::Resolved;
+use super::layout::{dims, slice};
 use super::window::Window2d;
 
 /// Minimum output rows per rayon task.
@@ -240,15 +241,6 @@ fn inner_add(dst: &mut [f32], g: &[f32], f: &[f32], m: usize) {
             *d += g.iter().zip(f).map(|(g, f)| g * f).sum::<f32>();
         }
     }
-}
-
-fn dims(a: &ArrayView4<f32>) -> [usize; 4] {
-    let (n, h, w, c) = a.dim();
-    [n, h, w, c]
-}
-
-fn slice<S: ndarray::Data<Elem = f32>>(a: &ndarray::ArrayBase<S, ndarray::Ix4>) -> &[f32] {
-    a.as_slice().expect("standard layout")
 }
 
 #[cfg(test)]

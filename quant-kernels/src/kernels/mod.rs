@@ -6,6 +6,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
 pub mod fake_quant;
+mod layout;
 pub mod matmul;
 pub mod observers;
 pub mod pool;

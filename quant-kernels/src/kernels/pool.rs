@@ -25,6 +25,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::conv::Resolved;
+use super::layout::{dims, slice};
 use super::window::Window2d;
 
 /// Minimum output rows per rayon task in the forward ops.
@@ -231,15 +232,6 @@ fn pool_forward(
         }
     });
     Ok(y)
-}
-
-fn dims(a: &ArrayView4<f32>) -> [usize; 4] {
-    let (n, h, w, c) = a.dim();
-    [n, h, w, c]
-}
-
-fn slice<S: ndarray::Data<Elem = f32>>(a: &ndarray::ArrayBase<S, ndarray::Ix4>) -> &[f32] {
-    a.as_slice().expect("standard layout")
 }
 
 #[cfg(test)]
