@@ -10,7 +10,7 @@ use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 use quant_core::builder::{GraphBuilder, Padding};
 use quant_core::graph::dump;
-use quant_core::models::{self, ModelOptions, Rng};
+use quant_core::models::{self, Rng};
 use quant_core::serialize::read_graph;
 use quant_core::{DType, Graph, OpRegistry, Shape, Tensor};
 use quant_kernels::session::Session;
@@ -19,53 +19,14 @@ use quant_passes::{FoldBatchNorms, PassError, PassManager, PassReport, QuantizeC
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{check_snapshot, line, model};
+
 fn fold(graph: &mut Graph) -> PassReport {
     PassManager::new()
         .with(FoldBatchNorms)
         .run(graph, &QuantizeConfig::eval())
         .unwrap()
-}
-
-fn check_snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(format!("{name}.txt"));
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "snapshot {name} differs at line {}:\n  expected: {:?}\n  actual:   {:?}",
-            first + 1,
-            expected.lines().nth(first),
-            actual.lines().nth(first)
-        );
-    }
-}
-
-fn model(name: &str) -> Graph {
-    models::builtin(name, ModelOptions::default())
-        .unwrap()
-        .unwrap()
-}
-
-/// The `name = Op(inputs)` part of one dump line.
-fn line(graph: &Graph, name: &str) -> String {
-    let prefix = format!("{name} = ");
-    let text = dump(graph);
-    let l = text
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no node {name}"));
-    l[..=l.find(')').unwrap()].to_string()
 }
 
 // ---------------------------------------------------------------- structure
