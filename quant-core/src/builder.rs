@@ -103,12 +103,14 @@ impl<'r> GraphBuilder<'r> {
 
     /// The scoped, unique form of `name`.
     pub fn scoped_name(&mut self, name: &str) -> String {
-        let full = if self.scopes.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.scopes.join("/"))
-        };
-        self.graph.unique_name(&full)
+        let len = self.scopes.iter().map(|s| s.len() + 1).sum::<usize>() + name.len();
+        let mut full = String::with_capacity(len);
+        for scope in &self.scopes {
+            full.push_str(scope);
+            full.push('/');
+        }
+        full.push_str(name);
+        self.graph.unique_name_owned(full)
     }
 
     /// The first free scope among `base`, `base_1`, ... (see [`Graph::unique_scope`]).
@@ -397,7 +399,12 @@ impl<'r> GraphBuilder<'r> {
 }
 
 fn attrs<const N: usize>(items: [(&str, AttrValue); N]) -> Attrs {
-    items.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    // Inserted one by one: collecting would buffer and sort the items first.
+    let mut map = Attrs::new();
+    for (k, v) in items {
+        map.insert(k.to_string(), v);
+    }
+    map
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! - [`matcher`]: the pattern matcher the rewrite passes use.
 //! - [`serialize`]: quant's graph JSON and safetensors checkpoints.
 //! - [`import`]: TensorFlow GraphDef (`.pb`, `.pbtxt`) import.
+//! - [`data`]: IDX files and the MNIST data set, shuffled and batched.
 //! - [`builder`] and [`models`]: building graphs in Rust, and the built-in
 //!   example models.
 //!
@@ -31,6 +32,7 @@
 
 pub mod attr;
 pub mod builder;
+pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod graph;

@@ -7,6 +7,8 @@
 //! Each conv is timed forward, per gradient (input, filter) and as a whole
 //! training step (forward + both gradients); the matmul forward and backward
 //! (`dA = dY·Bᵀ`, `dB = Aᵀ·dY`). Everything runs on rayon's global pool.
+//! Each benchmark runs twice: on the default gemm backend (`forward`, ...)
+//! and on the portable matrixmultiply one (`portable_forward`, ...).
 //!
 //! Run: `cargo bench -p quant-kernels --bench conv`.
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ndarray::{Array, Array2, Array4, Dimension, ShapeBuilder};
+use quant_kernels::gemm::{Backend, set_backend};
 use quant_kernels::kernels::conv::{conv2d, conv2d_backprop_filter, conv2d_backprop_input};
 use quant_kernels::kernels::matmul::matmul;
 use quant_kernels::kernels::window::{Padding, Window2d};
@@ -46,25 +49,36 @@ fn bench_conv(c: &mut Criterion, name: &str, x_shape: [usize; 4], w_shape: [usiz
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    group.bench_function("forward", |b| {
-        b.iter(|| conv2d(black_box(x.view()), w.view(), &window).unwrap())
-    });
-    group.bench_function("backprop_input", |b| {
-        b.iter(|| conv2d_backprop_input(x_shape, w.view(), black_box(dy.view()), &window).unwrap())
-    });
-    group.bench_function("backprop_filter", |b| {
-        b.iter(|| conv2d_backprop_filter(x.view(), w_shape, black_box(dy.view()), &window).unwrap())
-    });
-    group.bench_function("forward_backward", |b| {
-        b.iter(|| {
-            let y = conv2d(black_box(x.view()), w.view(), &window).unwrap();
-            let dx = conv2d_backprop_input(x_shape, w.view(), dy.view(), &window).unwrap();
-            let dw = conv2d_backprop_filter(x.view(), w_shape, dy.view(), &window).unwrap();
-            (y, dx, dw)
-        })
-    });
+    for (backend, prefix) in BACKENDS {
+        set_backend(backend);
+        group.bench_function(format!("{prefix}forward"), |b| {
+            b.iter(|| conv2d(black_box(x.view()), w.view(), &window).unwrap())
+        });
+        group.bench_function(format!("{prefix}backprop_input"), |b| {
+            b.iter(|| {
+                conv2d_backprop_input(x_shape, w.view(), black_box(dy.view()), &window).unwrap()
+            })
+        });
+        group.bench_function(format!("{prefix}backprop_filter"), |b| {
+            b.iter(|| {
+                conv2d_backprop_filter(x.view(), w_shape, black_box(dy.view()), &window).unwrap()
+            })
+        });
+        group.bench_function(format!("{prefix}forward_backward"), |b| {
+            b.iter(|| {
+                let y = conv2d(black_box(x.view()), w.view(), &window).unwrap();
+                let dx = conv2d_backprop_input(x_shape, w.view(), dy.view(), &window).unwrap();
+                let dw = conv2d_backprop_filter(x.view(), w_shape, dy.view(), &window).unwrap();
+                (y, dx, dw)
+            })
+        });
+    }
+    set_backend(Backend::Auto);
     group.finish();
 }
+
+/// The gemm backends compared, with the prefix of their benchmark ids.
+const BACKENDS: [(Backend, &str); 2] = [(Backend::Auto, ""), (Backend::Portable, "portable_")];
 
 fn bench(c: &mut Criterion) {
     bench_conv(
@@ -88,16 +102,20 @@ fn bench(c: &mut Criterion) {
         .sample_size(50)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    group.bench_function("forward", |bn| {
-        bn.iter(|| matmul(black_box(a.view()), b.view(), false, false))
-    });
-    group.bench_function("backward", |bn| {
-        bn.iter(|| {
-            let da = matmul(black_box(dy.view()), b.view(), false, true);
-            let db = matmul(a.view(), dy.view(), true, false);
-            (da, db)
-        })
-    });
+    for (backend, prefix) in BACKENDS {
+        set_backend(backend);
+        group.bench_function(format!("{prefix}forward"), |bn| {
+            bn.iter(|| matmul(black_box(a.view()), b.view(), false, false))
+        });
+        group.bench_function(format!("{prefix}backward"), |bn| {
+            bn.iter(|| {
+                let da = matmul(black_box(dy.view()), b.view(), false, true);
+                let db = matmul(a.view(), dy.view(), true, false);
+                (da, db)
+            })
+        });
+    }
+    set_backend(Backend::Auto);
     group.finish();
 }
 

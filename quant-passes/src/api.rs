@@ -8,10 +8,11 @@
 //!    [`ApiError::TrainingOps`];
 //! 2. validates the options ([`QuantizeConfig::validate`]: bit widths in
 //!    `2..=16`, no negative delays, no `freeze_bn_delay` in eval), refuses a
-//!    positive `quant_delay` in the eval rewrite ([`ApiError::EvalQuantDelay`],
-//!    not built yet) and a `scope` that matches no node name
+//!    `scope` that matches no node name
 //!    ([`ApiError::ScopeMatchesNothing`]);
-//! 3. runs [`FoldBatchNorms`] then [`Quantize`] through a [`PassManager`].
+//! 3. runs [`FoldBatchNorms`], [`FoldUnfusedBatchNorms`] (§2.5, decision 4;
+//!    its training form is not built yet) then [`Quantize`] through a
+//!    [`PassManager`].
 //!
 //! Unlike the original, which returns nothing, each returns the
 //! [`PassReport`] of the pipeline. The graph is rewritten on a copy that
@@ -19,10 +20,10 @@
 //! (an error of the quantize pass does not leave a folded graph behind).
 //!
 //! Limits of the passes surface as [`ApiError::Pass`] with
-//! [`PassError::Unsupported`]: training-mode batch norms (`is_training =
-//! true`, §2.4) are not folded yet, and `quant_delay > 0` in the training
-//! rewrite (decision 7) is not built yet. Inference-mode batch norms fold
-//! in eval form in both rewrites (the mode comes from the op).
+//! [`PassError::Unsupported`] (e.g. a training-mode batch norm without its
+//! moving-average updates). The folding form comes from each batch norm's
+//! own `is_training` attribute: inference-mode batch norms fold in eval
+//! form, training-mode ones in training form (§2.4), in both rewrites.
 //!
 //! ```
 //! use quant_core::models::{mnist_cnn, ModelOptions};
@@ -34,7 +35,7 @@
 use crate::config::QuantizeConfig;
 use crate::error::{ConfigError, PassError};
 use crate::pass::{PassManager, PassReport};
-use crate::passes::{FoldBatchNorms, Quantize};
+use crate::passes::{FoldBatchNorms, FoldUnfusedBatchNorms, Quantize};
 use quant_core::Graph;
 use std::collections::BTreeSet;
 
@@ -46,8 +47,8 @@ use std::collections::BTreeSet;
 /// the original misses: dense `ApplyAdadelta`, the AdaMax ops,
 /// `ResourceApplyKerasMomentum` (and its sparse form),
 /// `ResourceApplyAdamWithAmsgrad`, and the `AdagradV2` family. quant's own
-/// optimizer passes are not built yet; the op types they create must be
-/// added here when they are.
+/// optimizer pass creates `ApplyGradientDescent`, `ApplyMomentum` and
+/// `ApplyAdam`, all on this list.
 pub const OPTIMIZER_OP_TYPES: [&str; 57] = [
     // dense (13)
     "ApplyAdagrad",
@@ -126,13 +127,6 @@ pub enum ApiError {
     /// The options were refused.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// A positive `quant_delay` in the eval rewrite (it would insert the
-    /// delay select of decision 7, which is not built yet).
-    #[error(
-        "quant_delay = {0} in the eval rewrite: delayed quantization is not built yet; \
-         use no quant_delay (or 0)"
-    )]
-    EvalQuantDelay(i64),
     /// A `scope` that is a prefix of no node name (after appending `/`).
     #[error("scope '{scope}' matches no node in the graph")]
     ScopeMatchesNothing {
@@ -154,11 +148,11 @@ pub struct TrainingOptions {
     pub activation_bits: u32,
     /// Symmetric training-time ranges (default false).
     pub symmetric: bool,
-    /// Steps before quantization turns on (default 0: always on). Values
-    /// above 0 are not supported yet.
+    /// Steps before quantization turns on (default 0: always on); a positive
+    /// value inserts the `delayed_quant` selects of decision 7.
     pub quant_delay: i64,
     /// Step from which batch norms use their moving statistics (default
-    /// `None`). Only training-form folding reads it, which is not built yet.
+    /// `None`: batch statistics throughout). Only training-form folding reads it.
     pub freeze_bn_delay: Option<i64>,
     /// Only quantize ops under this name scope (`/` is appended if missing).
     pub scope: Option<String>,
@@ -190,8 +184,8 @@ pub struct EvalOptions {
     pub activation_bits: u32,
     /// Symmetric ranges; the eval graph is the same either way (§1.1).
     pub symmetric: bool,
-    /// Steps before quantization turns on (default `None`). Only `None` and
-    /// `Some(0)` are supported yet.
+    /// Steps before quantization turns on (default `None`: always on); a
+    /// positive value inserts the `delayed_quant` selects (§1.1).
     pub quant_delay: Option<i64>,
     /// Not accepted by the eval rewrite: any value is refused with
     /// [`ConfigError::FreezeWithoutTraining`]. It exists so that a caller
@@ -292,9 +286,6 @@ fn rewrite(graph: &mut Graph, mut config: QuantizeConfig) -> Result<PassReport, 
         return Err(ApiError::TrainingOps { op_types });
     }
     config.validate()?;
-    if let (false, Some(delay)) = (config.is_training, config.quant_delay.filter(|d| *d > 0)) {
-        return Err(ApiError::EvalQuantDelay(delay));
-    }
     if let Some(scope) = config.scope.take() {
         let scope = normalise_scope(&scope);
         if !graph.nodes().any(|(_, n)| n.name().starts_with(&scope)) {
@@ -305,6 +296,7 @@ fn rewrite(graph: &mut Graph, mut config: QuantizeConfig) -> Result<PassReport, 
     let mut work = graph.clone();
     let report = PassManager::new()
         .with(FoldBatchNorms)
+        .with(FoldUnfusedBatchNorms)
         .with(Quantize)
         .run(&mut work, &config)?;
     *graph = work;

@@ -54,6 +54,26 @@ pub enum PassError {
         /// What is not supported.
         message: String,
     },
+    /// An op on the path between the requested tensors has no gradient rule.
+    #[error("pass {pass}: '{node}': no gradient is defined for op {op}")]
+    NoGradient {
+        /// The pass.
+        pass: &'static str,
+        /// The node at fault.
+        node: String,
+        /// Its op type.
+        op: String,
+    },
+    /// A rewrite needs a static shape the graph does not know.
+    #[error("pass {pass}: '{node}': a static shape is needed: {what}")]
+    UnknownShape {
+        /// The pass.
+        pass: &'static str,
+        /// The node being rewritten.
+        node: String,
+        /// Which shape is unknown.
+        what: String,
+    },
     /// A quantizer was inserted after `producer`, but fewer inputs of the
     /// listed consumers read it than there are consumers (the original's
     /// `ValueError: No inputs quantized for ops`).

@@ -22,7 +22,15 @@
 //!   [`create_eval_graph`] and the experimental variants with
 //!   [`TrainingOptions`]/[`EvalOptions`], running the training-op check of
 //!   §1.3 ([`OPTIMIZER_OP_TYPES`], decision 2), option checks, then
-//!   [`FoldBatchNorms`] and [`Quantize`].
+//!   [`FoldBatchNorms`] and [`Quantize`];
+//! - the optimizers (`passes/optimizer.rs`): [`apply_gradients`] adds SGD,
+//!   momentum or Adam as `Apply*` update ops with TensorFlow 1's slot
+//!   variables and names, L2 weight decay and a fed `learning_rate`
+//!   ([`learning_rate_placeholder`]) that an [`LrSchedule`] sets per step;
+//! - [`gradients`] (`passes/gradients.rs`): reverse-mode differentiation
+//!   as a graph rewrite, TensorFlow's gradient rules for the whole op
+//!   vocabulary under `gradients/<node>_grad/`, with [`GradientOptions`]
+//!   and [`trainable_variables`].
 //!
 //! Still to come:
 //!
@@ -31,8 +39,6 @@
 //!   unfused batch norms (§2.5);
 //! - `quant_delay` (§3.4 step 6) in `quantize` (the API refuses a positive
 //!   delay until then);
-//! - `gradients` (reverse-mode differentiation as a graph rewrite) and the
-//!   optimizers (SGD, momentum, Adam) as update ops;
 //! - `lower_to_integer`: from an eval graph and its checkpoint to integer ops
 //!   for a hardware target, and the pattern and target registries.
 //!
@@ -62,4 +68,11 @@ pub use error::{ConfigError, PassError};
 pub use pass::{
     AppliedRule, InsertedQuantizer, Pass, PassManager, PassReport, QuantizerRole, SkippedRule,
 };
-pub use passes::{FoldBatchNorms, Quantize};
+pub use passes::gradients::{
+    GradientOptions, gradients, gradients_with_seeds, trainable_variables,
+};
+pub use passes::optimizer::{
+    LrSchedule, OptimizerConfig, OptimizerError, OptimizerKind, TrainOp, apply_gradients,
+    learning_rate_placeholder,
+};
+pub use passes::{FoldBatchNorms, FoldUnfusedBatchNorms, Quantize};

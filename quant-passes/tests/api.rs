@@ -276,36 +276,69 @@ fn a_scope_matching_no_node_is_an_error_and_a_scope_gets_its_slash() {
 }
 
 #[test]
-fn unbuilt_forms_of_the_rewrite_are_errors_and_leave_the_graph_alone() {
-    // quant_delay > 0: refused in eval by the API, in training by the pass.
-    let g = model("mnist-cnn");
-    let mut graph = g.clone();
-    let err = experimental_create_eval_graph(
-        &mut graph,
+fn scenario_51_a_quant_delay_is_an_int64_const_in_activate_quant_in_every_api() {
+    let consts = |graph: &Graph| -> Vec<i64> {
+        graph
+            .nodes()
+            .filter(|(_, n)| n.op() == "Const" && n.name().contains("activate_quant"))
+            .map(|(_, n)| {
+                let t = n.attr_tensor("value").unwrap();
+                assert_eq!(t.dtype(), quant_core::DType::I64, "{}", n.name());
+                t.array::<i64>().unwrap().iter().copied().next().unwrap()
+            })
+            .collect()
+    };
+    let training = || {
+        models::builtin(
+            "mnist-cnn",
+            ModelOptions {
+                training: true,
+                ..ModelOptions::default()
+            },
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let mut graphs = Vec::new();
+    let mut g = training();
+    create_training_graph(&mut g, 100).unwrap();
+    graphs.push(g);
+    for symmetric in [false, true] {
+        let mut g = training();
+        experimental_create_training_graph(
+            &mut g,
+            &TrainingOptions {
+                quant_delay: 100,
+                symmetric,
+                ..TrainingOptions::default()
+            },
+        )
+        .unwrap();
+        graphs.push(g);
+    }
+    // A positive delay in the eval API inserts the select too (§1.1).
+    let mut g = model("mnist-cnn");
+    experimental_create_eval_graph(
+        &mut g,
         &EvalOptions {
             quant_delay: Some(100),
             ..eval_options()
         },
     )
-    .unwrap_err();
-    assert!(matches!(err, ApiError::EvalQuantDelay(100)), "{err:?}");
-    let err = create_training_graph(&mut graph, 100).unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ApiError::Pass(PassError::Unsupported {
-                pass: "quantize",
-                ..
-            })
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("quant_delay = 100"), "{err}");
-    // Batch norms folded before the quantize pass refused: still unchanged.
-    assert_eq!(dump(&graph), dump(&g));
+    .unwrap();
+    graphs.push(g);
+    for g in &graphs {
+        let found = consts(g);
+        // Three weights, two activations, the logits' bias add.
+        assert_eq!(found, vec![100; 6]);
+        assert!(g.by_name("conv1/act_quant/delayed_quant").is_some());
+    }
+}
 
-    // Training-mode batch norms: the training form of folding is not built.
-    let training_bn = models::builtin(
+#[test]
+fn a_training_batch_norm_without_its_updates_is_refused_and_the_graph_left_alone() {
+    // The built-in training model without its moving-average update ops.
+    let mut g = models::builtin(
         "mnist-cnn",
         ModelOptions {
             training: true,
@@ -314,20 +347,33 @@ fn unbuilt_forms_of_the_rewrite_are_errors_and_leave_the_graph_alone() {
     )
     .unwrap()
     .unwrap();
-    let mut graph = training_bn.clone();
+    let updates: Vec<_> = g
+        .nodes()
+        .filter(|(_, n)| n.name().contains("AssignMovingAvg"))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        updates.len(),
+        2 * 7,
+        "decay, then sub, mul and AssignSub twice per batch norm"
+    );
+    g.remove_dead(|g, id| !g.node(id).name().contains("AssignMovingAvg"));
+    let before = dump(&g);
+    let mut graph = g.clone();
     let err = create_training_graph(&mut graph, 0).unwrap_err();
     assert!(
         matches!(
             &err,
             ApiError::Pass(PassError::Unsupported {
                 pass: "fold_batch_norms",
+                node,
                 ..
-            })
+            }) if node == "conv1/BatchNorm/FusedBatchNormV3"
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("is_training = true"), "{err}");
-    assert_eq!(dump(&graph), dump(&training_bn));
+    assert!(err.to_string().contains("moving-average update"), "{err}");
+    assert_eq!(dump(&graph), before);
 }
 
 // --------------------------------------- equivalence with the passes, idempotence

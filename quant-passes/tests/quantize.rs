@@ -18,7 +18,7 @@ use quant_kernels::kernels::observers::{EmaState, asymmetric_range, symmetric_ra
 use quant_kernels::session::Session;
 use quant_passes::passes::quantize::{ACT_QUANT, INTERMEDIATE_QUANT, LAYER_MATCH, WEIGHTS_QUANT};
 use quant_passes::{
-    FoldBatchNorms, PassError, PassManager, PassReport, Quantize, QuantizeConfig, QuantizerRole,
+    FoldBatchNorms, PassManager, PassReport, Quantize, QuantizeConfig, QuantizerRole,
 };
 use std::path::Path;
 
@@ -1027,29 +1027,6 @@ fn an_already_quantized_graph_is_left_alone() {
     );
 }
 
-#[test]
-fn a_quant_delay_is_refused_in_training_before_any_edit() {
-    let mut g = model("mnist-cnn");
-    PassManager::new()
-        .with(FoldBatchNorms)
-        .run(&mut g, &QuantizeConfig::eval())
-        .unwrap();
-    let before = dump(&g);
-    let config = QuantizeConfig {
-        quant_delay: Some(100),
-        ..QuantizeConfig::training()
-    };
-    let err = PassManager::new()
-        .with(Quantize)
-        .run(&mut g, &config)
-        .unwrap_err();
-    assert!(
-        matches!(&err, PassError::Unsupported { node, .. } if node == "conv1/Conv2D_Fold"),
-        "{err}"
-    );
-    assert_eq!(dump(&g), before);
-}
-
 // ---------------------------------------------------------- training form
 
 #[test]
@@ -1243,82 +1220,118 @@ fn consumers_of(graph: &Graph, name: &str) -> Vec<String> {
 }
 
 #[test]
-fn scenarios_31_to_33_35_the_training_matrix_without_delay_or_batch_norm() {
-    let config = QuantizeConfig::training();
-    for layer in ["Conv2D", "MatMul", "depthwise"] {
-        for act in ["Relu6", "Relu", "Identity"] {
-            for bypass in [false, true] {
-                for resource in [false, true] {
-                    for scope in ["", "test"] {
-                        let case = format!(
-                            "{layer} {act} bypass={bypass} resource={resource} scope={scope:?}"
-                        );
-                        let mut g = matrix_graph(layer, act, bypass, resource, scope);
-                        quantize_with(&mut g, &config);
-                        let join = |s: &str, n: &str| {
-                            if s.is_empty() {
-                                n.to_string()
+fn scenarios_31_to_33_35_the_training_matrix_without_batch_norm() {
+    for delay in [None, Some(5000)] {
+        let config = QuantizeConfig {
+            quant_delay: delay,
+            ..QuantizeConfig::training()
+        };
+        // The tensor the quantizer's consumers read: the fake quant, or its delayed select.
+        let read_by = |g: &Graph, prefix: &str, case: &str| -> String {
+            match delay {
+                None => fq(prefix),
+                Some(_) => {
+                    let select = format!("{prefix}/delayed_quant");
+                    assert_eq!(
+                        consumers_of(g, &fq(prefix)),
+                        std::slice::from_ref(&select),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        inputs_of(g, &format!("{prefix}/activate_quant")),
+                        [
+                            "fake_quantization_step/Identity".to_string(),
+                            format!("{prefix}/activate_quant/y")
+                        ],
+                        "{case}"
+                    );
+                    select
+                }
+            }
+        };
+        for layer in ["Conv2D", "MatMul", "depthwise"] {
+            for act in ["Relu6", "Relu", "Identity"] {
+                for bypass in [false, true] {
+                    for resource in [false, true] {
+                        for scope in ["", "test"] {
+                            let case = format!(
+                                "{layer} {act} bypass={bypass} resource={resource} scope={scope:?} \
+                             delay={delay:?}"
+                            );
+                            let mut g = matrix_graph(layer, act, bypass, resource, scope);
+                            quantize_with(&mut g, &config);
+                            let join = |s: &str, n: &str| {
+                                if s.is_empty() {
+                                    n.to_string()
+                                } else {
+                                    format!("{s}/{n}")
+                                }
+                            };
+                            let l = join(scope, if bypass { "test2" } else { "test" });
+                            let layer_op = format!("{l}/{layer}");
+                            // 31: weights_quant.
+                            let w = format!("{l}/weights_quant");
+                            let read = if resource {
+                                format!("{layer_op}/ReadVariableOp")
+                            } else if layer == "depthwise" {
+                                format!("{l}/depthwise_weights/read")
                             } else {
-                                format!("{s}/{n}")
-                            }
-                        };
-                        let l = join(scope, if bypass { "test2" } else { "test" });
-                        let layer_op = format!("{l}/{layer}");
-                        // 31: weights_quant.
-                        let w = format!("{l}/weights_quant");
-                        let read = if resource {
-                            format!("{layer_op}/ReadVariableOp")
-                        } else if layer == "depthwise" {
-                            format!("{l}/depthwise_weights/read")
-                        } else {
-                            format!("{l}/weights/read")
-                        };
-                        assert_eq!(
-                            inputs_of(&g, &fq(&w)),
-                            [
-                                read,
-                                format!("{w}/AssignMinLast"),
-                                format!("{w}/AssignMaxLast")
-                            ],
-                            "{case}"
-                        );
-                        assert_eq!(consumers_of(&g, &fq(&w)), [layer_op], "{case}");
-                        // 32: conv_quant feeds the bypass add.
-                        if bypass {
-                            let c = format!("{l}/conv_quant");
+                                format!("{l}/weights/read")
+                            };
                             assert_eq!(
-                                inputs_of(&g, &fq(&c)),
+                                inputs_of(&g, &fq(&w)),
                                 [
-                                    format!("{l}/BiasAdd"),
-                                    format!("{c}/AssignMinEma"),
-                                    format!("{c}/AssignMaxEma")
+                                    read,
+                                    format!("{w}/AssignMinLast"),
+                                    format!("{w}/AssignMaxLast")
                                 ],
                                 "{case}"
                             );
-                            assert_eq!(consumers_of(&g, &fq(&c)), [join(scope, "AddV2")], "{case}");
-                        }
-                        // 33: act_quant (parent scope of the layer when bypassed).
-                        let a_scope = if bypass { scope.to_string() } else { l.clone() };
-                        let a = join(&a_scope, "act_quant");
-                        assert_eq!(
-                            inputs_of(&g, &fq(&a)),
-                            [
-                                join(&a_scope, act),
-                                format!("{a}/AssignMinEma"),
-                                format!("{a}/AssignMaxEma")
-                            ],
-                            "{case}"
-                        );
-                        assert_eq!(consumers_of(&g, &fq(&a)), ["control_dependency"], "{case}");
-                        // 35.
-                        assert_idempotent(&g, &config);
-                        if !resource {
-                            let shape: &[usize] = if layer == "MatMul" {
-                                &[2, 3]
-                            } else {
-                                &[1, 5, 5, 3]
-                            };
-                            assert_on_grid(g, &[("input", ramp(shape))]);
+                            let out = read_by(&g, &w, &case);
+                            assert_eq!(consumers_of(&g, &out), [layer_op], "{case}");
+                            // 32: conv_quant feeds the bypass add.
+                            if bypass {
+                                let c = format!("{l}/conv_quant");
+                                assert_eq!(
+                                    inputs_of(&g, &fq(&c)),
+                                    [
+                                        format!("{l}/BiasAdd"),
+                                        format!("{c}/AssignMinEma"),
+                                        format!("{c}/AssignMaxEma")
+                                    ],
+                                    "{case}"
+                                );
+                                let out = read_by(&g, &c, &case);
+                                assert_eq!(
+                                    consumers_of(&g, &out),
+                                    [join(scope, "AddV2")],
+                                    "{case}"
+                                );
+                            }
+                            // 33: act_quant (parent scope of the layer when bypassed).
+                            let a_scope = if bypass { scope.to_string() } else { l.clone() };
+                            let a = join(&a_scope, "act_quant");
+                            assert_eq!(
+                                inputs_of(&g, &fq(&a)),
+                                [
+                                    join(&a_scope, act),
+                                    format!("{a}/AssignMinEma"),
+                                    format!("{a}/AssignMaxEma")
+                                ],
+                                "{case}"
+                            );
+                            let out = read_by(&g, &a, &case);
+                            assert_eq!(consumers_of(&g, &out), ["control_dependency"], "{case}");
+                            // 35.
+                            assert_idempotent(&g, &config);
+                            if !resource {
+                                let shape: &[usize] = if layer == "MatMul" {
+                                    &[2, 3]
+                                } else {
+                                    &[1, 5, 5, 3]
+                                };
+                                assert_on_grid(g, &[("input", ramp(shape))]);
+                            }
                         }
                     }
                 }

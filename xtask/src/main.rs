@@ -29,6 +29,8 @@ enum Command {
     Rewrite(cmd::rewrite::Args),
     /// Run a graph on the CPU executor, reading feeds from and writing fetches to .npy files.
     Run(cmd::run::Args),
+    /// Train the built-in MNIST CNN: float, then quantization-aware, then evaluate.
+    Train(cmd::train::Args),
     /// Run the main job on the built-in defaults.
     Demo(cmd::demo::Args),
     /// Run the benchmarks; with --peers, also TensorFlow and PyTorch on the same work.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Rewrite(args) => cmd::rewrite::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Test(args) => cmd::test::run(args),

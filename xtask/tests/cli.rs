@@ -168,19 +168,6 @@ fn generated_code_is_fresh() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-#[test]
-fn demo_runs_on_the_built_in_models() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = xtask(&["demo", "--out", dir.path().to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("mnist-cnn") && out.contains("resnet-block"),
-        "{out}"
-    );
-    assert!(dir.path().join("mnist-cnn.json").exists());
-}
-
 fn read_f32(path: &Path) -> ndarray::ArrayD<f32> {
     ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

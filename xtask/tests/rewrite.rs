@@ -1,8 +1,9 @@
 //! `cargo xtask rewrite` (docs/cli.md), driven through the real binary.
 
-use quant_core::NewNode;
+use quant_core::builder::GraphBuilder;
 use quant_core::models::{self, ModelOptions};
 use quant_core::serialize::write_graph_json;
+use quant_core::{Attrs, OpRegistry, Tensor};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -176,6 +177,34 @@ fn without_input_the_builtin_model_is_rewritten_in_training_mode() {
     // AssignMaxLast for each of the three weight quantizers.
     assert_eq!(inspected["ops"]["FakeQuantWithMinMaxVars"], 6);
     assert_eq!(inspected["ops"]["Assign"], 6);
+    // The built-in model is built for training: its batch norms fold in
+    // training form (§2.4) and keep their moving-average updates (two per
+    // batch norm), beside the 12 EMA updates of the 3 activation quantizers.
+    assert_eq!(inspected["ops"]["AssignSub"], 2 * 2 + 12);
+    assert!(inspected["ops"]["RealDiv"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_quant_delay_inserts_delayed_quant_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("delay.json");
+    let o = xtask(&[
+        "rewrite",
+        "--output",
+        out.to_str().unwrap(),
+        "--mode",
+        "training",
+        "--quant-delay",
+        "10",
+        "--freeze-bn-delay",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inspected = json(&xtask(&["inspect", out.to_str().unwrap(), "--json"]));
+    // One select per fake quant, plus per batch norm two corrections and
+    // two frozen decays.
+    assert_eq!(inspected["ops"]["SelectV2"], 6 + 2 * 4);
+    assert_eq!(inspected["ops"]["GreaterEqual"], 6 + 2);
 }
 
 #[test]
@@ -255,14 +284,6 @@ fn bad_input_is_refused() {
         "--freeze-bn-delay",
     );
     assert_user_error(
-        &run(&["--mode", "training", "--quant-delay", "10"]),
-        "--quant-delay",
-    );
-    assert_user_error(
-        &run(&["--mode", "eval", "--quant-delay", "10"]),
-        "--quant-delay",
-    );
-    assert_user_error(
         &run(&["--mode", "eval", "--target", "tflite-int8"]),
         "--target",
     );
@@ -279,14 +300,22 @@ fn bad_input_is_refused() {
     );
 
     // A graph that already holds optimizer updates (§1.3).
-    let mut g = models::builtin("mnist-cnn", ModelOptions::default())
+    let g = models::builtin("mnist-cnn", ModelOptions::default())
         .unwrap()
         .unwrap();
-    g.add_node(NewNode::new(
-        "train/update_conv1/ApplyGradientDescent",
+    let w = g.outlet("conv1/weights").unwrap();
+    let mut b = GraphBuilder::extend(g, OpRegistry::builtin());
+    let alpha = b
+        .constant("train/learning_rate", Tensor::scalar(0.1f32))
+        .unwrap();
+    b.add(
         "ApplyGradientDescent",
-    ))
+        "train/update_conv1/ApplyGradientDescent",
+        &[w, alpha, w],
+        Attrs::new(),
+    )
     .unwrap();
+    let g = b.finish();
     let trained = dir.path().join("trained.json");
     write_graph_json(&trained, &g).unwrap();
     let trained = trained.to_str().unwrap();
@@ -296,8 +325,9 @@ fn bad_input_is_refused() {
         &format!("{trained}: Training op found in graph, exiting: {{ApplyGradientDescent}}"),
     );
 
-    // Training-mode batch norms: the training form of folding is not built.
-    let g = models::builtin(
+    // Training-mode batch norms without their moving-average updates
+    // cannot fold in training form.
+    let mut g = models::builtin(
         "mnist-cnn",
         ModelOptions {
             training: true,
@@ -306,12 +336,13 @@ fn bad_input_is_refused() {
     )
     .unwrap()
     .unwrap();
+    g.remove_dead(|g, id| !g.node(id).name().contains("AssignMovingAvg"));
     let bn = dir.path().join("bn_training.json");
     write_graph_json(&bn, &g).unwrap();
     let bn = bn.to_str().unwrap();
     assert_user_error(
         &run(&["--mode", "training", "--input", bn]),
-        "is_training = true",
+        "conv1/BatchNorm/FusedBatchNormV3",
     );
 
     assert!(!out.exists(), "nothing is written on error");

@@ -117,7 +117,26 @@ impl Graph {
         if !self.by_name.contains_key(base) {
             return base.to_string();
         }
-        let counter = self.name_counters.entry(base.to_string()).or_insert(0);
+        self.next_free_name(base)
+    }
+
+    /// [`Graph::unique_name`] for a name the caller already owns (no copy
+    /// when it is free).
+    pub(crate) fn unique_name_owned(&mut self, base: String) -> String {
+        if !self.by_name.contains_key(&base) {
+            return base;
+        }
+        self.next_free_name(&base)
+    }
+
+    fn next_free_name(&mut self, base: &str) -> String {
+        if !self.name_counters.contains_key(base) {
+            self.name_counters.insert(base.to_string(), 0);
+        }
+        let counter = self
+            .name_counters
+            .get_mut(base)
+            .unwrap_or_else(|| unreachable!("inserted above"));
         loop {
             *counter += 1;
             let candidate = format!("{base}_{counter}");
@@ -212,6 +231,19 @@ mod tests {
         let id = g.id("q/min").unwrap();
         g.remove_node(id).unwrap();
         assert!(!g.is_scope_taken("q"));
+    }
+
+    #[test]
+    fn node_names_are_checked_for_separators_and_whitespace() {
+        use crate::graph::check_node_name;
+        for ok in ["a", "conv1/Conv2D_Fold", "a^b", "\u{e9}/\u{fc}", "x\u{1}y"] {
+            assert!(check_node_name(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "", "a:b", "^a", "a b", "a\tb", "a\u{b}b", "a\u{a0}b", "\u{e9}:x",
+        ] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

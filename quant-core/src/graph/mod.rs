@@ -7,6 +7,7 @@
 
 mod dump;
 mod edit;
+mod hash;
 mod topo;
 
 pub use dump::dump;
@@ -15,8 +16,8 @@ use crate::attr::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::GraphError;
 use crate::shape::Shape;
+use hash::NameMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt;
 
 /// The index of a node in its graph's arena.
@@ -281,20 +282,25 @@ impl NewNode {
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     nodes: Vec<Option<Node>>,
-    by_name: HashMap<String, NodeId>,
+    by_name: NameMap<NodeId>,
     consumers: Vec<Vec<Vec<InletId>>>,
     live: usize,
-    name_counters: HashMap<String, usize>,
+    name_counters: NameMap<usize>,
     /// For every scope (a `/`-prefix of a live node's name), how many live
     /// nodes are under it.
-    scopes: HashMap<String, usize>,
-    scope_counters: HashMap<String, usize>,
+    scopes: NameMap<usize>,
+    scope_counters: NameMap<usize>,
 }
 
 /// Checks that `name` can be written as an input reference (`name`, `name:k`, `^name`).
 pub fn check_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("node names must not be empty".into());
+    }
+    // Most names are plain ASCII: check those byte by byte, and only
+    // decode the others to look for Unicode whitespace.
+    if name.bytes().all(|b| b.is_ascii_graphic() && b != b':') && !name.starts_with('^') {
+        return Ok(());
     }
     if name.contains(':') || name.starts_with('^') || name.chars().any(char::is_whitespace) {
         return Err(format!(
@@ -589,7 +595,14 @@ impl Graph {
         for (i, _) in name.match_indices('/') {
             let scope = &name[..i];
             if added {
-                *self.scopes.entry(scope.to_string()).or_default() += 1;
+                // Look up before inserting: most scopes already exist, and
+                // the key is only allocated for a new one.
+                match self.scopes.get_mut(scope) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.scopes.insert(scope.to_string(), 1);
+                    }
+                }
             } else if let Some(n) = self.scopes.get_mut(scope) {
                 *n -= 1;
                 if *n == 0 {

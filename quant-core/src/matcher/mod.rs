@@ -420,7 +420,13 @@ impl Pattern {
                     state.rollback(mark);
                     return false;
                 }
-                let mut perm: Vec<usize> = (0..subs.len()).collect();
+                // Patterns list at most MAX_PATTERN_INPUTS inputs (checked
+                // by `build`), so the permutation lives on the stack.
+                let mut storage = [0usize; MAX_PATTERN_INPUTS];
+                let perm = &mut storage[..subs.len()];
+                for (i, p) in perm.iter_mut().enumerate() {
+                    *p = i;
+                }
                 loop {
                     let inner = state.trail.len();
                     let all = perm.iter().zip(n.inputs()).all(|(&p, &input)| {
@@ -430,7 +436,7 @@ impl Pattern {
                         return true;
                     }
                     state.rollback(inner);
-                    if *ordered || !next_permutation(&mut perm) {
+                    if *ordered || !next_permutation(perm) {
                         break;
                     }
                 }

@@ -22,12 +22,22 @@ use crate::graph::{Graph, OutletId};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
+/// The momentum of the batch norms' moving averages in training graphs:
+/// each run moves them `1 − momentum` of the way to the batch statistics.
+pub const BN_MOMENTUM: f32 = 0.99;
+
 /// Options shared by the built-in models.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ModelOptions {
     /// Seed of the parameter initialiser.
     pub seed: u64,
-    /// Whether batch norms compute batch statistics (`is_training`).
+    /// Whether batch norms compute batch statistics (`is_training`). Training
+    /// graphs also update the moving statistics, as TensorFlow's layers do:
+    /// `BatchNorm/AssignMovingAvg` = `AssignSub(moving_mean, (moving_mean −
+    /// batch_mean)·decay)` with `BatchNorm/AssignMovingAvg/decay` = 1 −
+    /// [`BN_MOMENTUM`], and `AssignMovingAvg_1` likewise for the variance
+    /// (output 2, Bessel-corrected). The updates have no consumers: fetch
+    /// them to run them.
     pub training: bool,
 }
 
@@ -106,6 +116,25 @@ impl Layers<'_, '_> {
             0.001,
             training,
         )?;
+        if training {
+            let decay = self.b.constant(
+                &format!("{scope}/AssignMovingAvg/decay"),
+                Tensor::scalar(1.0 - BN_MOMENTUM),
+            )?;
+            for (k, moving, update) in [(1, mean, "AssignMovingAvg"), (2, var, "AssignMovingAvg_1")]
+            {
+                let stat = OutletId::new(bn, k);
+                let n = |name: &str| format!("{scope}/{update}/{name}");
+                let diff = self.b.binary("Sub", &n("sub"), moving, stat)?;
+                let delta = self.b.binary("Mul", &n("mul"), diff, decay)?;
+                self.b.add(
+                    "AssignSub",
+                    &format!("{scope}/{update}"),
+                    &[moving, delta],
+                    crate::Attrs::new(),
+                )?;
+            }
+        }
         Ok(bn.into())
     }
 

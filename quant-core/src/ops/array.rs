@@ -1,5 +1,7 @@
 //! Sources and data-movement ops: Placeholder, Const, variables, Identity,
-//! Reshape, ConcatV2, Pad, Squeeze, space/batch reshuffles, NoOp.
+//! Reshape, ConcatV2, Pad, Squeeze, space/batch reshuffles, NoOp; shape
+//! queries (Shape, Size), Slice, BroadcastTo, ExpandDims, Tile, Fill,
+//! ZerosLike/OnesLike, Cast and StopGradient.
 
 use super::infer::{InferCtx, norm_axis};
 use super::{Arity, OpSpec};
@@ -213,6 +215,227 @@ fn same_rank_unknown_dims(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String>
     }])
 }
 
+/// The `out_type` (or `output_type`) attribute of a shape- or index-valued
+/// op, which TensorFlow restricts to int32 and int64.
+pub(super) fn index_type(ctx: &InferCtx<'_>, name: &str) -> Result<DType, String> {
+    match ctx.type_attr(name) {
+        Some(t @ (DType::I32 | DType::I64)) => Ok(t),
+        Some(t) => Err(format!("attribute '{name}' must be i32 or i64, found {t}")),
+        None => Err(format!("attribute '{name}' must be a dtype")),
+    }
+}
+
+fn shape_op(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let rank = ctx.shape(0)?.map(Shape::rank);
+    Ok(vec![OutputFact {
+        dtype: Some(index_type(ctx, "out_type")?),
+        shape: Some(Shape(vec![rank])),
+    }])
+}
+
+fn size_op(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    Ok(vec![OutputFact::new(
+        index_type(ctx, "out_type")?,
+        Shape::scalar(),
+    )])
+}
+
+/// The dims of an output whose shape is the value of the 1-D integer input
+/// `i`: known when the input is constant, else only its rank when the
+/// input's length is known.
+fn shape_input(ctx: &InferCtx<'_>, i: usize, what: &str) -> Result<Option<Shape>, String> {
+    if let Some(s) = ctx.shape(i)?
+        && s.rank() > 1
+    {
+        return Err(format!(
+            "{what} (input {i}) must be a vector, found shape {s}"
+        ));
+    }
+    match ctx.const_ints(i)? {
+        Some(dims) => dims
+            .iter()
+            .map(|&d| {
+                usize::try_from(d)
+                    .map(Some)
+                    .map_err(|_| format!("{what} {dims:?} has a negative dimension"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|d| Some(Shape(d))),
+        None => Ok(ctx
+            .shape(i)?
+            .and_then(|s| s.dim(0))
+            .map(|r| Shape(vec![None; r]))),
+    }
+}
+
+fn slice(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let input = ctx.shape(0)?;
+    let (begin, size) = (ctx.const_ints(1)?, ctx.const_ints(2)?);
+    let rank = input
+        .map(Shape::rank)
+        .or(begin.as_ref().map(Vec::len))
+        .or(size.as_ref().map(Vec::len))
+        .or(ctx.shape(1)?.and_then(|s| s.dim(0)));
+    for (what, v) in [("begin", &begin), ("size", &size)] {
+        if let (Some(v), Some(r)) = (v, rank)
+            && v.len() != r
+        {
+            return Err(format!("{what} {v:?} has {} values for rank {r}", v.len()));
+        }
+    }
+    let Some(rank) = rank else {
+        return Ok(vec![OutputFact { dtype, shape: None }]);
+    };
+    let mut dims = vec![None; rank];
+    for (d, slot) in dims.iter_mut().enumerate() {
+        let b = begin.as_ref().map(|b| b[d]);
+        let s = size.as_ref().map(|s| s[d]);
+        let n = input.and_then(|x| x.dim(d));
+        if b.is_some_and(|b| b < 0) || s.is_some_and(|s| s < -1) {
+            return Err(format!(
+                "begin {begin:?} and size {size:?} must be non-negative (size -1 means the rest)"
+            ));
+        }
+        *slot = match (b, s, n) {
+            (Some(b), Some(-1), Some(n)) => {
+                if b as u64 > n as u64 {
+                    return Err(format!(
+                        "dimension {d}: begin {b} is out of range for size {n}"
+                    ));
+                }
+                Some(n - b as usize)
+            }
+            (b, Some(s), n) if s >= 0 => {
+                if let (Some(b), Some(n)) = (b, n)
+                    && (b as u64).saturating_add(s as u64) > n as u64
+                {
+                    return Err(format!(
+                        "dimension {d}: begin {b} + size {s} is out of range for size {n}"
+                    ));
+                }
+                Some(s as usize)
+            }
+            _ => None,
+        };
+    }
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(Shape(dims)),
+    }])
+}
+
+fn broadcast_to(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let target = shape_input(ctx, 1, "shape")?;
+    if let (Some(x), Some(t)) = (ctx.shape(0)?, &target) {
+        if x.rank() > t.rank() {
+            return Err(format!("cannot broadcast {x} to the lower rank {t}"));
+        }
+        let offset = t.rank() - x.rank();
+        for (i, d) in x.0.iter().enumerate() {
+            if let (Some(a), Some(b)) = (*d, t.0[i + offset])
+                && a != b
+                && a != 1
+            {
+                return Err(format!("cannot broadcast {x} to {t}"));
+            }
+        }
+    }
+    Ok(vec![OutputFact {
+        dtype: ctx.dtype0(),
+        shape: target,
+    }])
+}
+
+fn fill(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    if let Some(v) = ctx.shape(1)?
+        && v.rank() != 0
+    {
+        return Err(format!("value must be a scalar, found shape {v}"));
+    }
+    Ok(vec![OutputFact {
+        dtype: ctx.dtype(1)?,
+        shape: shape_input(ctx, 0, "dims")?,
+    }])
+}
+
+fn cast(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dst = ctx
+        .type_attr("DstT")
+        .ok_or("attribute 'DstT' must be a dtype")?;
+    if let (Some(src), Some(x)) = (ctx.type_attr("SrcT"), ctx.dtype(0)?)
+        && src != x
+    {
+        return Err(format!("attribute 'SrcT' is {src} but the input is {x}"));
+    }
+    for t in [Some(dst), ctx.dtype(0)?].into_iter().flatten() {
+        if t.size_of().is_none() {
+            return Err(format!("cannot cast to or from {t}"));
+        }
+    }
+    Ok(vec![OutputFact {
+        dtype: Some(dst),
+        shape: ctx.shape(0)?.cloned(),
+    }])
+}
+
+/// A scalar or one-element axis input, if constant.
+fn const_axis(ctx: &InferCtx<'_>, i: usize, what: &str) -> Result<Option<i64>, String> {
+    match ctx.const_ints(i)? {
+        Some(v) if v.len() == 1 => Ok(Some(v[0])),
+        Some(v) => Err(format!("{what} must hold one value, found {v:?}")),
+        None => Ok(None),
+    }
+}
+
+fn expand_dims(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let Some(x) = ctx.shape(0)? else {
+        return Ok(vec![OutputFact { dtype, shape: None }]);
+    };
+    let Some(axis) = const_axis(ctx, 1, "dim")? else {
+        return Ok(vec![OutputFact {
+            dtype,
+            shape: Some(Shape(vec![None; x.rank() + 1])),
+        }]);
+    };
+    let axis = norm_axis(axis, x.rank() + 1)?;
+    let mut dims = x.0.clone();
+    dims.insert(axis, Some(1));
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(Shape(dims)),
+    }])
+}
+
+fn tile(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let Some(x) = ctx.shape(0)? else {
+        return Ok(vec![OutputFact { dtype, shape: None }]);
+    };
+    let Some(m) = ctx.const_ints(1)? else {
+        return Ok(vec![OutputFact {
+            dtype,
+            shape: Some(Shape(vec![None; x.rank()])),
+        }]);
+    };
+    if m.len() != x.rank() || m.iter().any(|&v| v < 0) {
+        return Err(format!(
+            "multiples {m:?} must be {} non-negative values for input {x}",
+            x.rank()
+        ));
+    }
+    let dims =
+        x.0.iter()
+            .zip(&m)
+            .map(|(d, &k)| d.and_then(|d| d.checked_mul(k as usize)))
+            .collect();
+    Ok(vec![OutputFact {
+        dtype,
+        shape: Some(Shape(dims)),
+    }])
+}
+
 pub(super) fn specs() -> Vec<OpSpec> {
     vec![
         OpSpec::new("Placeholder", Arity::Exact(0), 1, source)
@@ -248,5 +471,20 @@ pub(super) fn specs() -> Vec<OpSpec> {
         OpSpec::new("BatchToSpaceND", Arity::Exact(3), 1, same_rank_unknown_dims),
         OpSpec::new("SpaceToBatchND", Arity::Exact(3), 1, same_rank_unknown_dims),
         OpSpec::new("NoOp", Arity::Exact(0), 0, |_| Ok(vec![])),
+        OpSpec::new("Shape", Arity::Exact(1), 1, shape_op).optional("out_type", DType::I32),
+        OpSpec::new("Size", Arity::Exact(1), 1, size_op).optional("out_type", DType::I32),
+        OpSpec::new("Slice", Arity::Exact(3), 1, slice),
+        OpSpec::new("BroadcastTo", Arity::Exact(2), 1, broadcast_to),
+        OpSpec::new("ZerosLike", Arity::Exact(1), 1, |ctx| ctx.same_as_input0()),
+        OpSpec::new("OnesLike", Arity::Exact(1), 1, |ctx| ctx.same_as_input0()),
+        OpSpec::new("Fill", Arity::Exact(2), 1, fill),
+        OpSpec::new("Cast", Arity::Exact(1), 1, cast)
+            .required("DstT", AttrKind::Type)
+            .optional("Truncate", false),
+        OpSpec::new("StopGradient", Arity::Exact(1), 1, |ctx| {
+            ctx.same_as_input0()
+        }),
+        OpSpec::new("ExpandDims", Arity::Exact(2), 1, expand_dims),
+        OpSpec::new("Tile", Arity::Exact(2), 1, tile),
     ]
 }

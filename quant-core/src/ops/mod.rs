@@ -11,6 +11,7 @@ mod grad;
 mod infer;
 mod math;
 mod nn;
+mod optim;
 mod quant;
 
 pub use infer::InferCtx;
@@ -140,6 +141,7 @@ static BUILTIN: LazyLock<OpRegistry> = LazyLock::new(|| {
         .chain(nn::specs())
         .chain(quant::specs())
         .chain(grad::specs())
+        .chain(optim::specs())
     {
         r.ops.insert(spec.name.clone(), spec);
     }

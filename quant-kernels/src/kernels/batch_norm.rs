@@ -34,7 +34,8 @@ fn as_rows(x: &ArrayD<f32>) -> Result<ArrayView2<'_, f32>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Per-channel sums of `f(row, channel value)` over all rows, in f64, in parallel.
+/// Per-channel sums of `f(row, channel value)` over all rows, in f64, in
+/// parallel over fixed chunks of 256 rows.
 fn channel_sums(x: ArrayView2<'_, f32>, f: impl Fn(usize, usize, f32) -> f64 + Sync) -> Vec<f64> {
     let c = x.ncols();
     x.axis_chunks_iter(Axis(0), 256)
@@ -49,13 +50,13 @@ fn channel_sums(x: ArrayView2<'_, f32>, f: impl Fn(usize, usize, f32) -> f64 + S
             }
             acc
         })
-        .reduce(
-            || vec![0.0; c],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Summed in chunk order, so the result never depends on thread timing.
+        .fold(vec![0.0; c], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            a
+        })
 }
 
 fn check_params(c: usize, params: &[(&str, &[f32])]) -> Result<(), String> {

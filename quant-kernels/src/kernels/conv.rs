@@ -332,23 +332,22 @@ pub fn conv2d_backprop_filter(
         return Ok(into_filter(dw, filter_shape));
     }
     let g = group_size(cv.n, p * k);
-    dw = x
+    // Per-group partial gradients summed in group order: the result does
+    // not depend on which thread ran what.
+    let partials: Vec<Array2<f32>> = x
         .axis_chunks_iter(Axis(0), g)
         .into_par_iter()
         .zip(dy.axis_chunks_iter(Axis(0), g))
-        .fold(
-            || (Array2::zeros((k, o)), Vec::new()),
-            |(mut acc, mut cols): (Array2<f32>, Vec<f32>), (xg, dyg)| {
-                let rows = xg.len_of(Axis(0)) * p;
-                let patches = cv.patches(slice(&xg), &mut cols);
-                // dW[K, out] += patchesᵀ · dy
-                gemm(1.0, patches.t(), matrix(&dyg, rows, o), 1.0, acc.view_mut());
-                (acc, cols)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce_with(|a, b| a + b)
-        .unwrap_or(dw);
+        .map_init(Vec::new, |cols, (xg, dyg)| {
+            let rows = xg.len_of(Axis(0)) * p;
+            let patches = cv.patches(slice(&xg), cols);
+            // dW[K, out] = patchesᵀ · dy
+            let mut acc = Array2::zeros((k, o));
+            gemm(1.0, patches.t(), matrix(&dyg, rows, o), 0.0, acc.view_mut());
+            acc
+        })
+        .collect();
+    dw = partials.into_iter().reduce(|a, b| a + b).unwrap_or(dw);
     Ok(into_filter(dw, filter_shape))
 }
 

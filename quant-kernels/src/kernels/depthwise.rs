@@ -28,6 +28,9 @@ use super::window::Window2d;
 
 /// Minimum output rows per rayon task.
 const MIN_ROWS_PER_TASK: usize = 4;
+/// Parts the filter gradient's reduction is cut into (fixed, so the sum's
+/// order never depends on thread timing).
+const PARTS: usize = 16;
 
 /// Shapes shared by the three ops, checked.
 struct Depthwise {
@@ -180,13 +183,17 @@ pub fn depthwise_conv2d_backprop_filter(
     let ([h, w], [_, kw], [oh, ow], c, m) = (d.r.input, d.r.kernel, d.r.out, d.c, d.m);
     let cm = c * m;
     let [dh, dw] = d.r.dilations;
-    let df = dys
-        .par_chunks(ow * cm)
-        .with_min_len(MIN_ROWS_PER_TASK)
+    // Fixed parts summed in order: the result does not depend on which
+    // thread ran what (a resumed training run must repeat bit for bit).
+    let rows = dys.len() / (ow * cm);
+    let part = rows.div_ceil(PARTS).max(MIN_ROWS_PER_TASK);
+    let partials: Vec<Vec<f32>> = dys
+        .par_chunks(part * ow * cm)
         .enumerate()
-        .fold(
-            || vec![0.0f32; len],
-            |mut acc, (row, dyrow)| {
+        .map(|(p, dypart)| {
+            let mut acc = vec![0.0f32; len];
+            for (r, dyrow) in dypart.chunks_exact(ow * cm).enumerate() {
+                let row = p * part + r;
                 let (b, oy) = (row / oh, row % oh);
                 let (ylo, yhi, iy0) = d.r.taps(0, oy);
                 for (ox, g) in dyrow.chunks_exact(cm).enumerate() {
@@ -200,14 +207,14 @@ pub fn depthwise_conv2d_backprop_filter(
                         }
                     }
                 }
-                acc
-            },
-        )
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
+            }
+            acc
         })
-        .unwrap_or_else(|| vec![0.0; len]);
+        .collect();
+    let mut df = vec![0.0f32; len];
+    for partial in partials {
+        df.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+    }
     Ok(Array1::from_vec(df)
         .into_shape_with_order(filter_shape)
         .expect("filter shape"))

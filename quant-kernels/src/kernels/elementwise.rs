@@ -2,6 +2,7 @@
 //! their gradients. Large inputs are split across rayon's pool.
 
 use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 /// Below this many elements, elementwise work runs on the calling thread.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
@@ -35,6 +36,9 @@ where
     F: Fn(T, T) -> T + Send + Sync,
 {
     let shape = broadcast_shape(a.shape(), b.shape())?;
+    if let Some(out) = binary_contiguous(a, b, &shape, &f) {
+        return Ok(out);
+    }
     let dim = IxDyn(&shape);
     let av = a.broadcast(dim.clone()).ok_or("broadcast failed")?;
     let bv = b.broadcast(dim.clone()).ok_or("broadcast failed")?;
@@ -46,6 +50,91 @@ where
         zip.for_each(|o, &x, &y| *o = f(x, y));
     }
     Ok(out)
+}
+
+/// Whether `small` (left-padded with ones) equals the trailing dimensions
+/// of `big`, so that `small` repeats along `big`'s leading axes.
+fn is_suffix(small: &[usize], big: &[usize]) -> bool {
+    let small: &[usize] = {
+        let ones = small.iter().take_while(|&&d| d == 1).count();
+        &small[ones..]
+    };
+    small.len() <= big.len() && big[big.len() - small.len()..] == *small
+}
+
+/// The fast paths of [`binary`] on contiguous inputs: equal shapes, and one
+/// operand repeating along the other's leading axes (a scalar, or a
+/// per-channel vector against NHWC data). `None` for anything else.
+fn binary_contiguous<T, F>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    shape: &[usize],
+    f: &F,
+) -> Option<ArrayD<T>>
+where
+    T: Copy + Default + Send + Sync,
+    F: Fn(T, T) -> T + Send + Sync,
+{
+    let (xs, ys) = (a.as_slice()?, b.as_slice()?);
+    let len = out_len(shape);
+    #[derive(Clone, Copy)]
+    enum Mode {
+        Same,
+        /// The shorter operand repeats every `row` outputs.
+        RepeatB,
+        RepeatA,
+    }
+    let (mode, row) = if xs.len() == len && ys.len() == len {
+        (Mode::Same, 1)
+    } else if xs.len() == len && is_suffix(b.shape(), shape) {
+        (Mode::RepeatB, ys.len().max(1))
+    } else if ys.len() == len && is_suffix(a.shape(), shape) {
+        (Mode::RepeatA, xs.len().max(1))
+    } else {
+        return None;
+    };
+    let fill = |o: &mut [T], start: usize| {
+        let end = start + o.len();
+        match mode {
+            Mode::Same => o
+                .iter_mut()
+                .zip(xs[start..end].iter().zip(&ys[start..end]))
+                .for_each(|(o, (&x, &y))| *o = f(x, y)),
+            Mode::RepeatB if ys.len() == 1 => o
+                .iter_mut()
+                .zip(&xs[start..end])
+                .for_each(|(o, &x)| *o = f(x, ys[0])),
+            Mode::RepeatA if xs.len() == 1 => o
+                .iter_mut()
+                .zip(&ys[start..end])
+                .for_each(|(o, &y)| *o = f(xs[0], y)),
+            Mode::RepeatB => {
+                for (o, x) in o.chunks_mut(row).zip(xs[start..end].chunks(row)) {
+                    o.iter_mut()
+                        .zip(x.iter().zip(ys))
+                        .for_each(|(o, (&x, &y))| *o = f(x, y));
+                }
+            }
+            Mode::RepeatA => {
+                for (o, y) in o.chunks_mut(row).zip(ys[start..end].chunks(row)) {
+                    o.iter_mut()
+                        .zip(xs.iter().zip(y))
+                        .for_each(|(o, (&x, &y))| *o = f(x, y));
+                }
+            }
+        }
+    };
+    let mut out = vec![T::default(); len];
+    if len >= PARALLEL_THRESHOLD {
+        // Parts of whole rows, so each part starts where the repeated operand does.
+        let part = (PARALLEL_THRESHOLD / row).max(1) * row;
+        out.par_chunks_mut(part)
+            .enumerate()
+            .for_each(|(i, o)| fill(o, i * part));
+    } else {
+        fill(&mut out, 0);
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), out).ok()
 }
 
 fn out_len(shape: &[usize]) -> usize {
@@ -120,7 +209,50 @@ pub fn sigmoid(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::{Dimension, array};
+
+    /// `a - b` by explicit index arithmetic (numpy broadcasting).
+    fn reference_sub(a: &ArrayD<f32>, b: &ArrayD<f32>) -> ArrayD<f32> {
+        let shape = broadcast_shape(a.shape(), b.shape()).unwrap();
+        let at = |x: &ArrayD<f32>, idx: &[usize]| {
+            let off = shape.len() - x.ndim();
+            let i: Vec<usize> = (0..x.ndim())
+                .map(|d| if x.shape()[d] == 1 { 0 } else { idx[off + d] })
+                .collect();
+            x[IxDyn(&i)]
+        };
+        ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
+            let idx = idx.slice().to_vec();
+            at(a, &idx) - at(b, &idx)
+        })
+    }
+
+    #[test]
+    fn the_contiguous_fast_paths_agree_with_broadcasting() {
+        let fill = |shape: &[usize], k: f32| {
+            ArrayD::from_shape_fn(IxDyn(shape), |i| {
+                i.slice().iter().fold(k, |acc, &v| acc * 1.7 + v as f32)
+            })
+        };
+        let cases: [(&[usize], &[usize]); 9] = [
+            (&[2, 3, 4], &[2, 3, 4]),
+            (&[2, 3, 4], &[4]),
+            (&[4], &[2, 3, 4]),
+            (&[2, 3, 4], &[]),
+            (&[], &[2, 3, 4]),
+            (&[2, 3, 4], &[1, 1, 4]),
+            (&[2, 3, 4], &[3, 4]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[64, 28, 28, 16], &[16]),
+        ];
+        for (sa, sb) in cases {
+            let (a, b) = (fill(sa, 0.5), fill(sb, -1.25));
+            let got = binary(&a, &b, |x, y| x - y).unwrap();
+            assert_eq!(got, reference_sub(&a, &b), "{sa:?} - {sb:?}");
+            let got = binary(&b, &a, |x, y| x - y).unwrap();
+            assert_eq!(got, reference_sub(&b, &a), "{sb:?} - {sa:?}");
+        }
+    }
 
     #[test]
     fn broadcasting_follows_numpy() {

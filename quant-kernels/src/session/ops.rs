@@ -1,6 +1,9 @@
 //! The kernel table: one adapter per op type, reading a node's attributes
 //! and inputs and calling the pure kernels of [`crate::kernels`].
 
+use crate::kernels::array;
+use crate::kernels::compare::{self, Comparison};
+use crate::kernels::optimizers;
 use crate::kernels::window::{Padding, Window2d};
 use crate::kernels::{
     batch_norm, conv, depthwise, elementwise as ew, fake_quant as fq, matmul, pool, reduce, softmax,
@@ -151,6 +154,17 @@ impl<'a> KernelCtx<'a> {
         })
     }
 
+    /// Dtype attribute.
+    pub fn attr_type(&self, name: &str) -> Result<quant_core::DType, String> {
+        self.attr_or(name, "type", |v| {
+            if let AttrValue::Type(t) = v {
+                Some(*t)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The variable that input `i` reads (for assignment ops).
     pub fn variable_input(&self, i: usize) -> Result<&str, String> {
         let outlet = self
@@ -225,6 +239,17 @@ impl<'a> KernelCtx<'a> {
 
 fn val(array: ArrayD<f32>) -> Value {
     Arc::new(Tensor::from_array(array))
+}
+
+/// One output of any dtype.
+fn one(t: Tensor) -> Vec<Value> {
+    vec![Arc::new(t)]
+}
+
+/// A broadcasting comparison; `Equal`/`NotEqual` honour `incompatible_shape_error`.
+fn comparison(ctx: &KernelCtx<'_>, op: Comparison) -> Result<Vec<Value>, String> {
+    let strict = ctx.attr_bool("incompatible_shape_error").unwrap_or(true);
+    compare::compare(ctx.input(0)?, ctx.input(1)?, op, strict).map(one)
 }
 
 fn shape4(v: &[i64]) -> Result<[usize; 4], String> {
@@ -639,6 +664,28 @@ fn assign(
     Ok(vec![new])
 }
 
+/// An optimizer update: `update` gets the inputs and `use_nesterov` and
+/// returns the updated variable and slots, which are written to the
+/// variables at inputs `0..` in that order; output 0 is the updated variable.
+fn apply_update(
+    ctx: &KernelCtx<'_>,
+    update: fn(&[&Tensor], bool) -> Result<Vec<Tensor>, String>,
+) -> Result<Vec<Value>, String> {
+    let inputs = (0..ctx.node().inputs().len())
+        .map(|i| ctx.input(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let nesterov = matches!(ctx.attr("use_nesterov"), Some(AttrValue::Bool(true)));
+    let mut outputs = Vec::with_capacity(1);
+    for (i, value) in update(&inputs, nesterov)?.into_iter().enumerate() {
+        let value = Arc::new(value);
+        ctx.assign(ctx.variable_input(i)?, value.clone());
+        if i == 0 {
+            outputs.push(value);
+        }
+    }
+    Ok(outputs)
+}
+
 fn add_tensors(a: &Tensor, b: &Tensor, sign: f32) -> Result<Tensor, String> {
     Ok(match (a.data(), b.data()) {
         (TensorData::F32(x), TensorData::F32(y)) => {
@@ -800,6 +847,87 @@ static BUILTIN: LazyLock<KernelRegistry> = LazyLock::new(|| {
     add(&["AssignSub"], |ctx| {
         assign(ctx, |a, b| add_tensors(a, b, -1.0))
     });
+    add(&["ApplyGradientDescent"], |ctx| {
+        apply_update(ctx, |inputs, _| optimizers::apply_gradient_descent(inputs))
+    });
+    add(&["ApplyMomentum"], |ctx| {
+        apply_update(ctx, optimizers::apply_momentum)
+    });
+    add(&["ApplyAdam"], |ctx| {
+        apply_update(ctx, optimizers::apply_adam)
+    });
+    add(&["Shape"], |ctx| {
+        array::shape(ctx.input(0)?, ctx.attr_type("out_type")?).map(one)
+    });
+    add(&["Size"], |ctx| {
+        array::size(ctx.input(0)?, ctx.attr_type("out_type")?).map(one)
+    });
+    add(&["Slice"], |ctx| {
+        array::slice(ctx.input(0)?, &ctx.ints(1)?, &ctx.ints(2)?).map(one)
+    });
+    add(&["BroadcastTo"], |ctx| {
+        array::broadcast_to(ctx.input(0)?, &ctx.ints(1)?).map(one)
+    });
+    add(&["ZerosLike"], |ctx| {
+        array::zeros_like(ctx.input(0)?).map(one)
+    });
+    add(&["OnesLike"], |ctx| {
+        Ok(one(array::ones_like(ctx.input(0)?)))
+    });
+    add(&["Fill"], |ctx| {
+        array::fill(&ctx.ints(0)?, ctx.input(1)?).map(one)
+    });
+    add(&["Cast"], |ctx| {
+        array::cast(ctx.input(0)?, ctx.attr_type("DstT")?).map(one)
+    });
+    add(&["StopGradient"], |ctx| {
+        Ok(vec![Arc::new(ctx.input(0)?.clone())])
+    });
+    add(&["ExpandDims"], |ctx| {
+        let axis = match ctx.ints(1)?.as_slice() {
+            [a] => *a,
+            other => return Err(format!("dim must hold one value, found {other:?}")),
+        };
+        array::expand_dims(ctx.input(0)?, axis).map(one)
+    });
+    add(&["Tile"], |ctx| {
+        array::tile(ctx.input(0)?, &ctx.ints(1)?).map(one)
+    });
+    add(&["Greater"], |ctx| comparison(ctx, Comparison::Greater));
+    add(&["GreaterEqual"], |ctx| {
+        comparison(ctx, Comparison::GreaterEqual)
+    });
+    add(&["Less"], |ctx| comparison(ctx, Comparison::Less));
+    add(&["LessEqual"], |ctx| comparison(ctx, Comparison::LessEqual));
+    add(&["Equal"], |ctx| comparison(ctx, Comparison::Equal));
+    add(&["NotEqual"], |ctx| comparison(ctx, Comparison::NotEqual));
+    add(&["LogicalAnd"], |ctx| {
+        compare::logical_and(ctx.input(0)?, ctx.input(1)?).map(one)
+    });
+    add(&["LogicalNot"], |ctx| {
+        compare::logical_not(ctx.input(0)?).map(one)
+    });
+    add(&["Select"], |ctx| {
+        compare::select(ctx.input(0)?, ctx.input(1)?, ctx.input(2)?).map(one)
+    });
+    add(&["SelectV2"], |ctx| {
+        compare::select_v2(ctx.input(0)?, ctx.input(1)?, ctx.input(2)?).map(one)
+    });
+    add(&["ArgMax"], |ctx| {
+        let axis = match (ctx.input(1)?.shape(), ctx.ints(1)?.as_slice()) {
+            ([], [a]) => *a,
+            (shape, _) => {
+                return Err(format!("dimension must be a scalar, found shape {shape:?}"));
+            }
+        };
+        compare::arg_max(ctx.input(0)?, axis, ctx.attr_type("output_type")?).map(one)
+    });
+    add(&["Reciprocal"], |ctx| unary(ctx, |v| 1.0 / v));
+    add(&["Exp"], |ctx| unary(ctx, f32::exp));
+    add(&["Log"], |ctx| unary(ctx, f32::ln));
+    add(&["Abs"], |ctx| unary(ctx, f32::abs));
+    add(&["Floor"], |ctx| unary(ctx, f32::floor));
+    add(&["Cos"], |ctx| unary(ctx, f32::cos));
     r
 });
 

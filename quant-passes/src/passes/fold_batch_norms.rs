@@ -1,17 +1,21 @@
 //! Folding fused batch norms into the preceding layer's weights and bias.
 
 use super::names::{ctx, join, last};
+use super::step::quantization_step;
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
 use quant_core::builder::GraphBuilder;
-use quant_core::{Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor};
+use quant_core::{
+    AttrValue, Attrs, DType, Graph, GraphError, InletId, NodeId, OpRegistry, OutletId, Tensor,
+};
+use std::collections::HashSet;
 
 const PASS: &str = "fold_batch_norms";
 /// The rule folding one `FusedBatchNorm`/`FusedBatchNormV3` (reference semantics §2.2, §2.3).
 pub const FOLD_FUSED: &str = "fold_fused_batch_norm";
 
-/// Folds each inference-mode fused batch norm into the layer that feeds it.
+/// Folds each fused batch norm into the layer that feeds it.
 ///
 /// # What it does
 ///
@@ -24,14 +28,28 @@ pub const FOLD_FUSED: &str = "fold_fused_batch_norm";
 /// flavour: μ, σ² are the moving statistics, inputs 3 and 4). The batch norm
 /// and the original layer stay in the graph, disconnected from the main path.
 ///
+/// A training-mode batch norm (`is_training = true`) folds in training form
+/// (§2.4): μ is the batch mean (output 1) and σ² the batch variance without
+/// Bessel's correction (`<bn scope>/Undo_Bessel_Correction` = output 2 ·
+/// (n−1)/n); the weights are additionally scaled by `c = σ_B/σ_mv`
+/// (`S/correction_mult`, so the quantized weights always use the moving
+/// σ), and the layer output by `1/c` (`S/post_conv_mul`) plus an offset
+/// (`S/correction_add`), computed under `S/BatchNorm_Fold/batch_norm_correction/`.
+/// Before `freeze_bn_delay` (or always, without one) this is exactly batch
+/// norm with batch statistics; from step `freeze_bn_delay` on
+/// (`use_moving_average` on the quantization step, §3.7) it is batch norm
+/// with the moving statistics, and the moving-average updates are frozen
+/// (`freeze_moving_mean`/`freeze_moving_var` select a zero decay). The moving
+/// statistics are found through the update subgraph
+/// `Mul(Sub(moving, output k), decay)` (k = 1, 2), which must exist.
+///
 /// # Preconditions
 ///
-/// - The batch norm's `is_training` attribute is false. The mode comes from
-///   the op, not from [`QuantizeConfig::is_training`] (as in NVIDIA's fork),
-///   so an inference-mode batch norm in a training graph folds in eval form.
-///   The training form (§2.4, batch statistics and correction factors) is
-///   not built yet: a connected training-mode batch norm fed by a layer is
-///   refused with [`PassError::Unsupported`] before any edit is made.
+/// - The mode comes from the batch norm's `is_training` attribute, not
+///   from [`QuantizeConfig::is_training`] (as in NVIDIA's fork), so an
+///   inference-mode batch norm in a training graph folds in eval form. A
+///   training-mode batch norm without its moving-average updates is refused
+///   with [`PassError::Unsupported`] before any edit is made.
 /// - Output 0 has consumers. An already-folded batch norm has none, which
 ///   makes the pass idempotent.
 /// - The layer is NHWC, has not been folded by an earlier batch norm, and is
@@ -91,6 +109,28 @@ struct FoldMatch {
     /// `Reshape` after it for a `MatMul`).
     output: OutletId,
     epsilon: f32,
+    /// The moving-average updates of a training-mode batch norm (§2.4).
+    training: Option<TrainingStats>,
+}
+
+/// Where a training-mode batch norm keeps its long-term statistics: the
+/// `Mul(Sub(moving, BN output k), decay)` nodes of its update subgraph.
+#[derive(Clone, Copy, Debug)]
+struct TrainingStats {
+    /// The update of the moving mean (k = 1).
+    mean: MovingUpdate,
+    /// The update of the moving variance (k = 2).
+    variance: MovingUpdate,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MovingUpdate {
+    /// The moving statistic (`Sub` input 0).
+    moving: OutletId,
+    /// The `Mul` scaling the difference by the decay (input 1).
+    mul: NodeId,
+    /// The decay tensor (`1 − momentum`).
+    decay: OutletId,
 }
 
 enum Candidate {
@@ -119,7 +159,7 @@ impl FoldBatchNorms {
     fn candidate(
         graph: &Graph,
         bn: NodeId,
-        folded: &[NodeId],
+        folded: &HashSet<NodeId>,
     ) -> Result<Option<Candidate>, PassError> {
         let node = graph.node(bn);
         if !matches!(node.op(), "FusedBatchNorm" | "FusedBatchNormV3") || node.inputs().len() != 5 {
@@ -210,15 +250,11 @@ impl FoldBatchNorms {
                 layer_node.name()
             ));
         }
-        if bool_attr(graph, bn, "is_training", true).map_err(graph_err)? {
-            return Err(PassError::Unsupported {
-                pass: PASS,
-                node: node.name().to_string(),
-                message: "batch norm in training mode (is_training = true): the training form \
-                          of folding is not built yet"
-                    .into(),
-            });
-        }
+        let training = if bool_attr(graph, bn, "is_training", true).map_err(graph_err)? {
+            Some(Self::training_stats(graph, bn)?)
+        } else {
+            None
+        };
         if is_nchw(graph, layer) || is_nchw(graph, bn) {
             return skip("NCHW layers are not folded yet".into());
         }
@@ -243,17 +279,121 @@ impl FoldBatchNorms {
             kind,
             output,
             epsilon,
+            training,
         })))
     }
 
-    /// Adds the folded nodes for `m` and returns `add_fold`.
-    fn build(b: &mut GraphBuilder<'_>, m: &FoldMatch) -> Result<OutletId, GraphError> {
+    /// Finds the moving-average updates of a training-mode batch norm.
+    fn training_stats(graph: &Graph, bn: NodeId) -> Result<TrainingStats, PassError> {
+        let find = |k: usize, what: &str| -> Result<MovingUpdate, PassError> {
+            let stat = OutletId::new(bn, k);
+            for sub in graph.consumers(stat) {
+                let sub_node = graph.node(sub.node);
+                if sub_node.op() != "Sub" || sub.slot != 1 {
+                    continue;
+                }
+                for mul in graph.consumers(OutletId::new(sub.node, 0)) {
+                    let mul_node = graph.node(mul.node);
+                    if mul_node.op() == "Mul" && mul.slot == 0 {
+                        return Ok(MovingUpdate {
+                            moving: sub_node.inputs()[0],
+                            mul: mul.node,
+                            decay: mul_node.inputs()[1],
+                        });
+                    }
+                }
+            }
+            Err(PassError::Unsupported {
+                pass: PASS,
+                node: graph.node(bn).name().to_string(),
+                message: format!(
+                    "training-mode batch norm without a moving-average update of its {what} \
+                     (Mul(Sub(moving_{what}, output {k}), decay)): the training form of folding \
+                     needs the moving statistics; build the updates or set is_training = false"
+                ),
+            })
+        };
+        Ok(TrainingStats {
+            mean: find(1, "mean")?,
+            variance: find(2, "variance")?,
+        })
+    }
+
+    /// The batch variance without Bessel's correction: output 2 of the
+    /// batch norm times `(n − 1)/n`, `n` the number of values per channel
+    /// (a constant when the layer output's shape is known, else computed at
+    /// run time), as `<bn scope>/Undo_Bessel_Correction`.
+    fn undo_bessel(b: &mut GraphBuilder<'_>, bn: NodeId) -> Result<OutletId, GraphError> {
+        let g = b.graph();
+        let bn_node = g.node(bn);
+        let x = bn_node.inputs()[0];
+        let name = join(ctx(bn_node.name()), "Undo_Bessel_Correction");
+        let variance = OutletId::new(bn, 2);
+        let channels = g
+            .fact(variance)
+            .shape
+            .as_ref()
+            .and_then(|s| s.dim(0))
+            .filter(|&c| c > 0);
+        let elements = g
+            .fact(x)
+            .shape
+            .as_ref()
+            .and_then(|s| s.0.iter().try_fold(1usize, |acc, d| acc.checked_mul((*d)?)));
+        let factor = match (elements, channels) {
+            (Some(e), Some(c)) if e > c => {
+                let n = (e / c) as f64;
+                b.constant(
+                    &format!("{name}/factor"),
+                    Tensor::scalar(((n - 1.0) / n) as f32),
+                )?
+            }
+            _ => {
+                let count = |b: &mut GraphBuilder<'_>, of: OutletId, what: &str| {
+                    let size = b.add(
+                        "Size",
+                        &format!("{name}/{what}"),
+                        &[of],
+                        [("out_type".to_string(), AttrValue::Type(DType::I64))]
+                            .into_iter()
+                            .collect(),
+                    )?;
+                    b.add(
+                        "Cast",
+                        &format!("{name}/{what}/Cast"),
+                        &[size.into()],
+                        [("DstT".to_string(), AttrValue::Type(DType::F32))]
+                            .into_iter()
+                            .collect(),
+                    )
+                    .map(OutletId::from)
+                };
+                let all = count(b, x, "Size")?;
+                let per = count(b, variance, "Size_1")?;
+                let n = b.binary("RealDiv", &format!("{name}/n"), all, per)?;
+                let one = b.constant(&format!("{name}/one"), Tensor::scalar(1.0f32))?;
+                let n_1 = b.binary("Sub", &format!("{name}/sub"), n, one)?;
+                b.binary("RealDiv", &format!("{name}/factor"), n_1, n)?
+            }
+        };
+        b.binary("Mul", &name, variance, factor)
+    }
+
+    /// Adds the folded nodes for `m` and returns `add_fold`; input edits
+    /// that must wait until the builder is finished go to `edits`.
+    fn build(
+        b: &mut GraphBuilder<'_>,
+        m: &FoldMatch,
+        freeze_bn_delay: Option<i64>,
+        edits: &mut Vec<(InletId, OutletId)>,
+    ) -> Result<OutletId, GraphError> {
         let g = b.graph();
         let bn = g.node(m.bn);
-        let [_, gamma, beta, mean, variance] = bn.inputs() else {
+        let [_, gamma, beta, moving_mean, moving_variance] = bn.inputs() else {
             unreachable!("checked by candidate()")
         };
-        let (gamma, beta, mean, variance) = (*gamma, *beta, *mean, *variance);
+        let (gamma, beta) = (*gamma, *beta);
+        let (moving_mean, moving_variance) = (*moving_mean, *moving_variance);
         let layer = g.node(m.layer);
         // Read at rewrite time: an earlier fold may have rerouted the input.
         let (input, weights) = (layer.inputs()[0], layer.inputs()[1]);
@@ -262,13 +402,18 @@ impl FoldBatchNorms {
         let s = ctx(&layer_name).to_string();
         let fs = b.unique_scope(&join(&s, "BatchNorm_Fold"));
 
+        // Statistics: moving ones in eval form, batch ones in training form.
+        let (mean, variance) = match m.training {
+            None => (moving_mean, moving_variance),
+            Some(_) => (OutletId::new(m.bn, 1), Self::undo_bessel(b, m.bn)?),
+        };
         let eps = b.constant(&format!("{fs}/add/y"), Tensor::scalar(m.epsilon))?;
         let add = b.binary("Add", &format!("{fs}/add"), variance, eps)?;
         let rsqrt = b.unary("Rsqrt", &format!("{fs}/Rsqrt"), add)?;
         let mul = b.binary("Mul", &format!("{fs}/mul"), gamma, rsqrt)?;
         let mul_1 = b.binary("Mul", &format!("{fs}/mul_1"), mean, mul)?;
         let bias = b.binary("Sub", &format!("{fs}/bias"), beta, mul_1)?;
-        let scale = match m.kind {
+        let per_filter = |b: &mut GraphBuilder<'_>, t: OutletId, name: &str| match m.kind {
             Layer::Depthwise {
                 in_channels,
                 multiplier,
@@ -276,24 +421,149 @@ impl FoldBatchNorms {
                 let shape = [in_channels, multiplier].map(|d| {
                     i32::try_from(d).unwrap_or_else(|_| unreachable!("filter dims fit in i32"))
                 });
-                b.reshape(&format!("{fs}/scale_reshape"), mul, &shape)?
+                b.reshape(&format!("{fs}/{name}"), t, &shape)
             }
-            Layer::Conv2D | Layer::MatMul => mul,
+            Layer::Conv2D | Layer::MatMul => Ok(t),
+        };
+        let scale = per_filter(b, mul, "scale_reshape")?;
+        let corrections = match m.training {
+            None => None,
+            Some(stats) => {
+                let c = Self::corrections(b, &fs, m, &stats, rsqrt, freeze_bn_delay, edits)?;
+                Some(c)
+            }
+        };
+        let weights = match corrections {
+            None => weights,
+            Some(c) => {
+                let scale = per_filter(b, c.scale, "correction_reshape")?;
+                b.binary("Mul", &join(&s, "correction_mult"), weights, scale)?
+            }
         };
         let mul_fold = b.binary("Mul", &join(&s, "mul_fold"), weights, scale)?;
         let clone_name = join(&s, &format!("{}_Fold", last(&layer_name)));
-        let clone = b.add(&layer_op, &clone_name, &[input, mul_fold], attrs)?;
-        b.binary("Add", &join(&s, "add_fold"), clone.into(), bias)
+        let clone: OutletId = b
+            .add(&layer_op, &clone_name, &[input, mul_fold], attrs)?
+            .into();
+        let out = match corrections {
+            None => clone,
+            Some(c) => {
+                let post = b.binary("Mul", &join(&s, "post_conv_mul"), clone, c.recip)?;
+                b.binary("Add", &join(&s, "correction_add"), post, c.offset)?
+            }
+        };
+        b.binary("Add", &join(&s, "add_fold"), out, bias)
     }
 
-    fn apply(graph: &mut Graph, m: &FoldMatch) -> Result<(), GraphError> {
+    /// The correction factors of §2.4 under `fs/batch_norm_correction`, and
+    /// the `freeze_bn_delay` switch on the moving-average updates.
+    fn corrections(
+        b: &mut GraphBuilder<'_>,
+        fs: &str,
+        m: &FoldMatch,
+        stats: &TrainingStats,
+        batch_rsqrt: OutletId,
+        freeze_bn_delay: Option<i64>,
+        edits: &mut Vec<(InletId, OutletId)>,
+    ) -> Result<Corrections, GraphError> {
+        let gamma = b.graph().node(m.bn).inputs()[1];
+        let cs = format!("{fs}/batch_norm_correction");
+        let n = |name: &str| format!("{cs}/{name}");
+        let channels = b
+            .graph()
+            .fact(stats.mean.moving)
+            .shape
+            .as_ref()
+            .and_then(|s| s.dim(0))
+            .ok_or_else(|| GraphError::Inference {
+                node: n("correction_recip"),
+                op: "Const".into(),
+                message: "the moving mean's channel count is not known".into(),
+            })?;
+        let filled = |b: &mut GraphBuilder<'_>, name: &str, v: f32| {
+            let t = Tensor::from_vec(&[channels], vec![v; channels])
+                .unwrap_or_else(|e| unreachable!("[{channels}] values: {e}"));
+            b.constant(&n(name), t)
+        };
+        let eps = b.constant(&n("add/y"), Tensor::scalar(m.epsilon))?;
+        let mv_add = b.binary("Add", &n("add"), stats.variance.moving, eps)?;
+        let mv_rsqrt = b.unary("Rsqrt", &n("Rsqrt"), mv_add)?;
+        let scale = b.binary("RealDiv", &n("scale_compute"), mv_rsqrt, batch_rsqrt)?;
+        let scale = b.identity(&n("correction_scale"), scale)?;
+        let one = b.constant(&n("reciprocal_compute/x"), Tensor::scalar(1.0f32))?;
+        let recip = b.binary("RealDiv", &n("reciprocal_compute"), one, scale)?;
+        let batch_term = b.binary("Mul", &n("mul"), OutletId::new(m.bn, 1), batch_rsqrt)?;
+        let moving_term = b.binary("Mul", &n("mul_1"), stats.mean.moving, mv_rsqrt)?;
+        let diff = b.binary("Sub", &n("sub"), batch_term, moving_term)?;
+        let offset = b.binary("Mul", &n("offset_compute"), gamma, diff)?;
+        let Some(delay) = freeze_bn_delay else {
+            let recip = b.identity(&n("correction_recip"), recip)?;
+            let zeros = filled(b, "correction_offset", 0.0)?;
+            return Ok(Corrections {
+                scale,
+                recip,
+                offset: zeros,
+            });
+        };
+        let step = quantization_step(b)?;
+        let delay = b.constant(&n("use_moving_average/y"), Tensor::scalar(delay))?;
+        let frozen = b.binary("GreaterEqual", &n("use_moving_average"), step, delay)?;
+        let select = |b: &mut GraphBuilder<'_>, name: &str, t: OutletId, e: OutletId| {
+            b.add("SelectV2", &n(name), &[frozen, t, e], Attrs::new())
+                .map(OutletId::from)
+        };
+        let ones = filled(b, "ones", 1.0)?;
+        let zeros = filled(b, "zeros", 0.0)?;
+        let recip = select(b, "correction_recip", ones, recip)?;
+        let offset = select(b, "correction_offset", offset, zeros)?;
+        for (update, name) in [
+            (stats.mean, "freeze_moving_mean"),
+            (stats.variance, "freeze_moving_var"),
+        ] {
+            let zero = b.constant(&n(&format!("{name}/zero")), Tensor::scalar(0.0f32))?;
+            let decay = select(b, name, zero, update.decay)?;
+            edits.push((
+                InletId {
+                    node: update.mul,
+                    slot: 1,
+                },
+                decay,
+            ));
+        }
+        Ok(Corrections {
+            scale,
+            recip,
+            offset,
+        })
+    }
+
+    fn apply(
+        graph: &mut Graph,
+        m: &FoldMatch,
+        freeze_bn_delay: Option<i64>,
+    ) -> Result<(), GraphError> {
         let mut b = GraphBuilder::extend(std::mem::take(graph), OpRegistry::builtin());
-        let built = Self::build(&mut b, m);
+        let mut edits = Vec::new();
+        let built = Self::build(&mut b, m, freeze_bn_delay, &mut edits);
         *graph = b.finish();
         let add_fold = built?;
+        for (inlet, outlet) in edits {
+            graph.set_input(inlet, outlet)?;
+        }
         graph.reroute(m.output, add_fold, None)?;
         Ok(())
     }
+}
+
+/// The three correction tensors of the training form (§2.4).
+#[derive(Clone, Copy)]
+struct Corrections {
+    /// `c = σ_B / σ_mv`, scaling the weights.
+    scale: OutletId,
+    /// `1/c` before freezing, ones after.
+    recip: OutletId,
+    /// Zeros before freezing, `γ(μ_B/σ_B − μ_mv/σ_mv)` after.
+    offset: OutletId,
 }
 
 impl Pass for FoldBatchNorms {
@@ -301,11 +571,11 @@ impl Pass for FoldBatchNorms {
         PASS
     }
 
-    fn run(&self, graph: &mut Graph, _config: &QuantizeConfig) -> Result<PassReport, PassError> {
+    fn run(&self, graph: &mut Graph, config: &QuantizeConfig) -> Result<PassReport, PassError> {
         let mut report = PassReport::new();
         // Match everything first, so that a refused graph is left untouched.
         let mut matches = Vec::new();
-        let mut folded = Vec::new();
+        let mut folded = HashSet::new();
         for id in graph.node_ids() {
             match Self::candidate(graph, id, &folded)? {
                 None => {}
@@ -313,14 +583,14 @@ impl Pass for FoldBatchNorms {
                     report.skipped(PASS, FOLD_FUSED, graph.node(id).name(), reason);
                 }
                 Some(Candidate::Fold(m)) => {
-                    folded.push(m.layer);
+                    folded.insert(m.layer);
                     matches.push(m);
                 }
             }
         }
         for m in &matches {
             let name = graph.node(m.bn).name().to_string();
-            Self::apply(graph, m).map_err(|source| PassError::Graph {
+            Self::apply(graph, m, config.freeze_bn_delay).map_err(|source| PassError::Graph {
                 pass: PASS,
                 node: name.clone(),
                 source,

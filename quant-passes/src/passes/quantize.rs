@@ -1,6 +1,7 @@
 //! Fake-quant insertion: where to quantize (reference semantics §3, §4.1).
 
 use super::names::{ctx, join, unique_scope};
+use super::step::quantization_step;
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{InsertedQuantizer, Pass, PassReport, QuantizerRole};
@@ -10,6 +11,7 @@ use quant_core::{
     AttrValue, Attrs, DType, Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::LazyLock;
 
 const PASS: &str = "quantize";
 /// Rule: a layer's weights (`C/weights_quant`, §3.3 row 1).
@@ -80,11 +82,15 @@ const LAYER_OPS: [&str; 3] = ["Conv2D", "MatMul", "DepthwiseConv2dNative"];
 /// `prefix/prefix/min/local_step`, likewise for `max`), computed exactly as
 /// `quant_kernels::kernels::observers` specifies.
 ///
+/// With a positive [`QuantizeConfig::quant_delay`] (in either form, as
+/// upstream), consumers read `prefix/delayed_quant` = `SelectV2(
+/// prefix/activate_quant, fake quant, x)` with `prefix/activate_quant` =
+/// `GreaterEqual(fake_quantization_step/Identity, prefix/activate_quant/y)`
+/// (decision 7, §3.7): the float `x` before the delay, the quantized value
+/// from step `quant_delay` on. The ranges update from the first step.
+///
 /// # Preconditions
 ///
-/// - `quant_delay > 0` in training form is refused with
-///   [`PassError::Unsupported`] before any edit (the `delayed_quant` select
-///   of decision 7 is not built yet). Eval graphs ignore `quant_delay`.
 /// - Weight sources (decision 5): `Variable`, `VariableV2`, their
 ///   `Identity` reads (also through one `Identity` or a two-way `ConcatV2`
 ///   of partitions), `ReadVariableOp`, a float `Const` (frozen graphs), or
@@ -141,7 +147,11 @@ fn vocabulary() -> (PatternBuilder, Vocab) {
     let w_res = p.op("ReadVariableOp").id();
     let w_var = p.op("Variable|VariableV2").id();
     let w_const = p.op("Const").id();
-    let folded_source = p.one_of([w_ref, w_res, w_var, w_const]);
+    let direct = p.one_of([w_ref, w_res, w_var, w_const]);
+    // Training-form folding scales the weights twice: correction_mult, then mul_fold.
+    let correction = p.any();
+    let w_corrected = p.op("Mul").inputs([direct, correction]).unordered().id();
+    let folded_source = p.one_of([direct, w_corrected]);
     let scale = p.any();
     let w_folded = p.op("Mul").inputs([folded_source, scale]).unordered().id();
     let weights = p.one_of([w_ref, w_res, w_var, w_const, w_folded]);
@@ -282,23 +292,52 @@ struct Insertion {
     consumer_scope: bool,
 }
 
-/// The distinct consumers of every node's output 0, in connection order.
-type ConsumerMap = HashMap<NodeId, Vec<NodeId>>;
+/// The distinct consumers of every node's output 0, in connection order,
+/// as they were when the map was taken: nodes added since have none.
+///
+/// Stored flat (one list for the whole graph and an offset per node), so
+/// taking the map costs two allocations however large the graph is.
+struct ConsumerMap {
+    /// The consumers of node `i` are `consumers[start[i]..start[i + 1]]`.
+    start: Vec<usize>,
+    consumers: Vec<NodeId>,
+}
+
+impl ConsumerMap {
+    /// The consumers of `id` when the map was taken.
+    fn get(&self, id: NodeId) -> &[NodeId] {
+        match (self.start.get(id.index()), self.start.get(id.index() + 1)) {
+            (Some(&from), Some(&to)) => &self.consumers[from..to],
+            _ => &[],
+        }
+    }
+}
 
 fn consumer_map(graph: &Graph) -> ConsumerMap {
-    graph
-        .node_ids()
-        .filter(|&id| !graph.node(id).outputs().is_empty())
-        .map(|id| {
-            let mut out: Vec<NodeId> = Vec::new();
-            for inlet in graph.consumers(OutletId::new(id, 0)) {
-                if !out.contains(&inlet.node) {
-                    out.push(inlet.node);
-                }
+    let mut start = Vec::new();
+    let mut consumers = Vec::new();
+    // `listed_by[c]`: the last producer whose list took `c`, so that a
+    // producer feeding many inputs of many nodes is deduplicated in linear time.
+    let mut listed_by: Vec<Option<NodeId>> = Vec::new();
+    for id in graph.node_ids() {
+        // Tombstones before `id` have no consumers.
+        start.resize(id.index() + 1, consumers.len());
+        if graph.node(id).outputs().is_empty() {
+            continue;
+        }
+        for inlet in graph.consumers(OutletId::new(id, 0)) {
+            let c = inlet.node.index();
+            if c >= listed_by.len() {
+                listed_by.resize(c + 1, None);
             }
-            (id, out)
-        })
-        .collect()
+            if listed_by[c] != Some(id) {
+                listed_by[c] = Some(id);
+                consumers.push(inlet.node);
+            }
+        }
+    }
+    start.push(consumers.len());
+    ConsumerMap { start, consumers }
 }
 
 fn is_weight_source(graph: &Graph, outlet: OutletId) -> bool {
@@ -311,6 +350,19 @@ fn is_weight_source(graph: &Graph, outlet: OutletId) -> bool {
 
 /// Whether `x` feeds a fake quant, directly or through `Reshape`/`Identity` (§3.4 step 4).
 fn already_followed(graph: &Graph, x: OutletId) -> bool {
+    // Most tensors feed neither a fake quant nor a Reshape/Identity: answer
+    // those from the direct consumers, without a queue.
+    let mut through = false;
+    for inlet in graph.consumers(x) {
+        let op = graph.node(inlet.node).op();
+        if FAKE_QUANT_OPS.contains(&op) {
+            return true;
+        }
+        through |= matches!(op, "Reshape" | "Identity");
+    }
+    if !through {
+        return false;
+    }
     let mut queue = VecDeque::from([x]);
     let mut seen = HashSet::new();
     while let Some(outlet) = queue.pop_front() {
@@ -370,7 +422,8 @@ impl Quantize {
 
     /// Whether `w` is a weight source of decision 5 (for the skip report).
     fn weight_like(graph: &Graph, w: OutletId) -> bool {
-        let pattern = {
+        // Built once: a graph can have many unmatched layers.
+        static PATTERN: LazyLock<Pattern> = LazyLock::new(|| {
             let mut p = PatternBuilder::new();
             let var = p.op("Variable|VariableV2").id();
             let part_id = p.op("Identity").inputs([var]).id();
@@ -380,13 +433,16 @@ impl Quantize {
             let w_ref = p.op("Identity").inputs([ref_source]).id();
             let other = p.op("ReadVariableOp|Variable|VariableV2|Const").id();
             let direct = p.one_of([w_ref, other]);
+            let correction = p.any();
+            let corrected = p.op("Mul").inputs([direct, correction]).unordered().id();
+            let folded_source = p.one_of([direct, corrected]);
             let scale = p.any();
-            let folded = p.op("Mul").inputs([direct, scale]).unordered().id();
+            let folded = p.op("Mul").inputs([folded_source, scale]).unordered().id();
             let root = p.one_of([direct, folded]);
             p.build(root)
                 .unwrap_or_else(|e| unreachable!("the weight pattern is well formed: {e}"))
-        };
-        pattern.match_node(graph, w.node).is_some() && is_weight_source(graph, w)
+        });
+        PATTERN.match_node(graph, w.node).is_some() && is_weight_source(graph, w)
     }
 
     fn record(graph: &Graph, stage: Stage, v: &Vocab, m: &Match<'_>) -> Option<LayerMatch> {
@@ -505,7 +561,7 @@ impl Quantize {
         } else {
             c.clone()
         };
-        let of = |id: NodeId| consumers.get(&id).cloned().unwrap_or_default();
+        let of = |id: NodeId| consumers.get(id).to_vec();
         let moving = |context: &str,
                       name: &str,
                       rule: &'static str,
@@ -674,7 +730,8 @@ impl Quantize {
         }
         let prefix = unique_scope(graph, &join(&ins.context, &ins.name));
         let mut b = GraphBuilder::extend(std::mem::take(graph), OpRegistry::builtin());
-        let built = Self::build(&mut b, &prefix, x, &ins, config.is_training);
+        let delay = config.quant_delay.filter(|&d| d > 0);
+        let built = Self::build(&mut b, &prefix, x, &ins, config.is_training, delay);
         *graph = b.finish();
         let (fq, output) = built.map_err(graph_error(&producer_name))?;
         graph
@@ -694,13 +751,16 @@ impl Quantize {
     }
 
     /// Adds the quantizer under `prefix`; returns the fake quant and the
-    /// output the consumers are to read.
+    /// output the consumers are to read: the fake quant's, or with a
+    /// positive `delay` the select `prefix/delayed_quant` between it and `x`
+    /// on `prefix/activate_quant` = step ≥ delay (decision 7).
     fn build(
         b: &mut GraphBuilder<'_>,
         prefix: &str,
         x: OutletId,
         ins: &Insertion,
         training: bool,
+        delay: Option<i64>,
     ) -> Result<(NodeId, OutletId), GraphError> {
         let range = |value: f32, channels: Option<usize>| match channels {
             None => Tensor::scalar(value),
@@ -757,7 +817,24 @@ impl Quantize {
             }
             _ => fq.into(),
         };
-        Ok((fq, output))
+        let Some(delay) = delay else {
+            return Ok((fq, output));
+        };
+        let step = quantization_step(b)?;
+        let delay = b.constant(&format!("{prefix}/activate_quant/y"), Tensor::scalar(delay))?;
+        let active = b.binary(
+            "GreaterEqual",
+            &format!("{prefix}/activate_quant"),
+            step,
+            delay,
+        )?;
+        let delayed = b.add(
+            "SelectV2",
+            &format!("{prefix}/delayed_quant"),
+            &[active, output, x],
+            Attrs::new(),
+        )?;
+        Ok((fq, delayed.into()))
     }
 
     /// The training-time range updates of §4.1/§4.2; returns the updated
@@ -930,7 +1007,13 @@ impl Quantize {
         let consumers = consumer_map(graph);
         let existing: Vec<NodeId> = graph.node_ids().collect();
         for x in existing {
-            if !Self::quantizable(graph, x, marked, &mut HashMap::new()) {
+            // The cheap refusals of `quantizable_uncached` first, so that the
+            // memo is only allocated for candidate Add/Mul nodes.
+            let candidate = matches!(graph.node(x).op(), "Add" | "AddV2" | "Mul");
+            if !candidate
+                || marked.contains(&x)
+                || !Self::quantizable(graph, x, marked, &mut HashMap::new())
+            {
                 continue;
             }
             let node = graph.node(x);
@@ -941,7 +1024,7 @@ impl Quantize {
                 rule: INTERMEDIATE_QUANT,
                 role: QuantizerRole::Intermediate,
                 producer: x,
-                consumers: consumers.get(&x).cloned().unwrap_or_default(),
+                consumers: consumers.get(x).to_vec(),
                 init: (-6.0, 6.0),
                 num_bits: config.activation_bits,
                 narrow_range: false,
@@ -984,19 +1067,6 @@ impl Pass for Quantize {
         let mut report = PassReport::new();
         let consumers = consumer_map(graph);
         let matches = Self::match_layers(graph, &mut report);
-        if let (true, Some(delay)) = (config.is_training, config.quant_delay.filter(|d| *d > 0)) {
-            let node = matches
-                .first()
-                .map_or_else(String::new, |m| graph.node(m.layer).name().to_string());
-            return Err(PassError::Unsupported {
-                pass: PASS,
-                node,
-                message: format!(
-                    "quant_delay = {delay}: delayed quantization (the `delayed_quant` select \
-                     of decision 7) is not built yet; use quant_delay = 0 or None"
-                ),
-            });
-        }
         let mut marked = HashSet::new();
         for m in &matches {
             Self::quantize_layer(graph, config, m, &consumers, &mut marked, &mut report)?;

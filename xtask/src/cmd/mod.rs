@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod rewrite;
 pub mod run;
 pub mod test;
+pub mod train;
 
 use std::path::PathBuf;
 

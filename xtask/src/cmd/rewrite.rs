@@ -11,7 +11,7 @@ use quant_passes::api::{
     experimental_create_training_graph,
 };
 use quant_passes::passes::fold_batch_norms::FOLD_FUSED;
-use quant_passes::{ConfigError, PassError, PassReport};
+use quant_passes::{ConfigError, PassReport};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -144,12 +144,6 @@ fn explain(err: ApiError, input: &str) -> anyhow::Error {
                 "--freeze-bn-delay"
             }
         }
-        ApiError::EvalQuantDelay(_) => "--quant-delay",
-        ApiError::Pass(PassError::Unsupported { message, .. })
-            if message.starts_with("quant_delay") =>
-        {
-            "--quant-delay"
-        }
         ApiError::ScopeMatchesNothing { .. } => "--scope",
         _ => input,
     };
@@ -182,9 +176,15 @@ pub fn run(args: Args) -> Result<()> {
             path.display().to_string(),
         ),
         None => (
-            models::builtin(DEFAULT_MODEL, ModelOptions::default())
-                .context("the built-in model is missing")?
-                .with_context(|| format!("building the built-in model {DEFAULT_MODEL}"))?,
+            models::builtin(
+                DEFAULT_MODEL,
+                ModelOptions {
+                    training: matches!(args.mode, Mode::Training),
+                    ..ModelOptions::default()
+                },
+            )
+            .context("the built-in model is missing")?
+            .with_context(|| format!("building the built-in model {DEFAULT_MODEL}"))?,
             format!("built-in model {DEFAULT_MODEL}"),
         ),
     };

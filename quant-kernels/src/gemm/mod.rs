@@ -5,32 +5,76 @@
 //!
 //! # Design note
 //!
-//! - **Backend.** Each block is computed by ndarray's `general_mat_mul`, i.e.
-//!   `matrixmultiply::sgemm`: packed panels (kc = 256, mc = 64, nc = 1024) and
-//!   an 8×8 FMA/AVX2 micro-kernel picked at run time. It accepts arbitrary
-//!   row and column strides, so transposed views (`a.t()`) cost nothing
-//!   here: the transpose is absorbed by the packing step.
+//! - **Backends, dispatched at run time.** On x86-64 with AVX2 and FMA
+//!   (`is_x86_feature_detected!`), each block runs our packed GEMM
+//!   (`packed.rs`: B packed into 16-column panels, A into 6-row strips or
+//!   read in place when row-major, `kc ≤ 256` reduction blocks sized for a
+//!   32 KiB L1 / 512 KiB L2) around a 6 × 16 micro-kernel with twelve ymm
+//!   FMA accumulators (`avx2.rs`). Everywhere else, and for negative
+//!   strides, the portable path is ndarray's `general_mat_mul`, i.e.
+//!   `matrixmultiply::sgemm`. Both accept arbitrary row and column strides,
+//!   so transposed views (`a.t()`) cost nothing here: the transpose is
+//!   absorbed by the packing step. [`set_backend`] forces the portable path
+//!   (benchmarks compare the two).
 //! - **Threading.** rayon's global pool is the only owner of threads (ndarray's
 //!   `matrixmultiply-threading` stays off). A product big enough to pay for a
 //!   fork is cut into at most `current_num_threads()` blocks along the longer
 //!   side of C — rows of A and C when `m ≥ n`, else columns of B and C — with
-//!   block edges on multiples of [`BLOCK_ALIGN`] (a micro-kernel tile), so each
-//!   block runs full tiles except the last. Blocks are independent; no
-//!   reduction is needed. Calls made from inside a rayon task nest naturally
-//!   (work stealing), so convolutions may also parallelise over the batch.
+//!   block edges on multiples of [`ROW_ALIGN`] / [`COL_ALIGN`] (the
+//!   micro-kernel tile), so each block runs full tiles except the last.
+//!   Blocks are independent; no reduction is needed. Calls made from inside a
+//!   rayon task nest naturally (work stealing), so convolutions may also
+//!   parallelise over the batch.
 //! - **Small products** (fewer than [`MIN_BLOCK_MACS`] multiply-adds per
 //!   block) run on the calling thread.
 //! - **Semantics.** As BLAS: when `β = 0` the old contents of C are not read
 //!   (NaN in C does not leak); `k = 0` gives `C ← β·C`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
 use rayon::prelude::*;
 
-/// Block edges are multiples of this (the micro-kernel's 8-row/8-column tile).
-pub const BLOCK_ALIGN: usize = 8;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod packed;
+
+/// Row blocks start on multiples of this (the micro-kernel's 6 rows).
+pub const ROW_ALIGN: usize = 6;
+
+/// Column blocks start on multiples of this (the micro-kernel's 16 columns).
+pub const COL_ALIGN: usize = 16;
 
 /// A block must have at least this many multiply-adds to be worth a task.
 pub const MIN_BLOCK_MACS: usize = 1 << 17;
+
+/// Which implementation [`gemm`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The fastest path the CPU supports (the packed AVX2 + FMA GEMM when
+    /// available, else [`Backend::Portable`]). The default.
+    Auto,
+    /// ndarray's `general_mat_mul` (matrixmultiply) on every CPU.
+    Portable,
+}
+
+static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Selects the backend of every later [`gemm`] call in the process (both
+/// give the same results up to rounding; meant for benchmarks).
+pub fn set_backend(backend: Backend) {
+    FORCE_PORTABLE.store(backend == Backend::Portable, Ordering::Relaxed);
+}
+
+/// The backend selected by [`set_backend`] ([`Backend::Auto`] by default).
+pub fn backend() -> Backend {
+    if FORCE_PORTABLE.load(Ordering::Relaxed) {
+        Backend::Portable
+    } else {
+        Backend::Auto
+    }
+}
 
 /// `C ← α·A·B + β·C` for `A: m×k`, `B: k×n`, `C: m×n`, any strides.
 ///
@@ -54,13 +98,17 @@ pub fn gemm(
         c.dim()
     );
     let by_rows = m >= n;
-    let long = if by_rows { m } else { n };
-    let blocks = block_count(long, m * n * k);
+    let (long, align) = if by_rows {
+        (m, ROW_ALIGN)
+    } else {
+        (n, COL_ALIGN)
+    };
+    let blocks = block_count(long, align, m * n * k);
     if blocks <= 1 {
-        general_mat_mul(alpha, &a, &b, beta, &mut c);
+        gemm_block(alpha, a, b, beta, c);
         return;
     }
-    let len = long.div_ceil(blocks).next_multiple_of(BLOCK_ALIGN);
+    let len = long.div_ceil(blocks).next_multiple_of(align);
     if by_rows {
         let parts: Vec<_> = a
             .axis_chunks_iter(Axis(0), len)
@@ -68,7 +116,7 @@ pub fn gemm(
             .collect();
         parts
             .into_par_iter()
-            .for_each(|(a, mut c)| general_mat_mul(alpha, &a, &b, beta, &mut c));
+            .for_each(|(a, c)| gemm_block(alpha, a, b, beta, c));
     } else {
         let parts: Vec<_> = b
             .axis_chunks_iter(Axis(1), len)
@@ -76,8 +124,27 @@ pub fn gemm(
             .collect();
         parts
             .into_par_iter()
-            .for_each(|(b, mut c)| general_mat_mul(alpha, &a, &b, beta, &mut c));
+            .for_each(|(b, c)| gemm_block(alpha, a, b, beta, c));
     }
+}
+
+/// One block of [`gemm`] on the calling thread, on the selected backend.
+fn gemm_block(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if backend() == Backend::Auto
+        && let Some(cpu) = avx2::Avx2Fma::detect()
+        && packed::supports(&a, &b, &c)
+    {
+        packed::gemm(cpu, alpha, a, b, beta, c);
+        return;
+    }
+    general_mat_mul(alpha, &a, &b, beta, &mut c);
 }
 
 /// `A·B` into a new standard-layout array.
@@ -87,10 +154,11 @@ pub fn matmul_new(a: ArrayView2<f32>, b: ArrayView2<f32>) -> ndarray::Array2<f32
     c
 }
 
-/// How many blocks to cut the longer side (`long`) of C into.
-fn block_count(long: usize, macs: usize) -> usize {
+/// How many blocks to cut the longer side (`long`, in tiles of `align`)
+/// of C into.
+fn block_count(long: usize, align: usize, macs: usize) -> usize {
     let by_work = macs / MIN_BLOCK_MACS;
-    let by_tiles = long.div_ceil(BLOCK_ALIGN);
+    let by_tiles = long.div_ceil(align);
     rayon::current_num_threads()
         .min(by_work)
         .min(by_tiles)
@@ -101,7 +169,7 @@ fn block_count(long: usize, macs: usize) -> usize {
 /// f64 conversions and closeness checks.
 #[cfg(test)]
 pub(crate) mod testing {
-    use ndarray::{Array, ArrayBase, Data, Dimension, ShapeBuilder};
+    use ndarray::{Array, Array2, ArrayBase, Data, Dimension, ShapeBuilder};
 
     /// A small deterministic generator (xorshift64*), so tests need no `rand`.
     pub struct Rng(u64);
@@ -177,6 +245,22 @@ pub(crate) mod testing {
             .sum()
     }
 
+    /// `α·A·B + β·C` by naive loops in f64 (the reference every GEMM path is
+    /// tested against).
+    pub fn gemm_reference(
+        alpha: f64,
+        a: &Array2<f64>,
+        b: &Array2<f64>,
+        beta: f64,
+        c: &Array2<f64>,
+    ) -> Array2<f64> {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            alpha * (0..k).map(|p| a[[i, p]] * b[[p, j]]).sum::<f64>() + beta * c[[i, j]]
+        })
+    }
+
     /// Asserts two f64 scalars agree to `rtol` relative to the larger.
     #[track_caller]
     pub fn assert_scalar_close(got: f64, want: f64, rtol: f64, what: &str) {
@@ -190,23 +274,9 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{Rng, assert_close, to_f64};
+    use super::testing::{Rng, assert_close, gemm_reference as reference, to_f64};
     use super::*;
     use ndarray::{Array2, ShapeBuilder};
-
-    fn reference(
-        alpha: f64,
-        a: &Array2<f64>,
-        b: &Array2<f64>,
-        beta: f64,
-        c: &Array2<f64>,
-    ) -> Array2<f64> {
-        let (m, k) = a.dim();
-        let n = b.ncols();
-        Array2::from_shape_fn((m, n), |(i, j)| {
-            alpha * (0..k).map(|p| a[[i, p]] * b[[p, j]]).sum::<f64>() + beta * c[[i, j]]
-        })
-    }
 
     fn check(m: usize, k: usize, n: usize, rng: &mut Rng) {
         for (ta, tb, fc) in [
@@ -270,7 +340,7 @@ mod tests {
             (8, 512, 512),
             (129, 260, 127),
         ] {
-            assert!(m * n * k >= 2 * MIN_BLOCK_MACS || m.max(n) < 2 * BLOCK_ALIGN);
+            assert!(m * n * k >= 2 * MIN_BLOCK_MACS || m.max(n) < 2 * ROW_ALIGN);
             check(m, k, n, &mut rng);
         }
     }
@@ -296,8 +366,8 @@ mod tests {
 
     #[test]
     fn block_count_respects_work_and_tiles() {
-        assert_eq!(block_count(1000, MIN_BLOCK_MACS - 1), 1);
-        assert_eq!(block_count(8, usize::MAX / 2), 1);
-        assert!(block_count(1 << 12, 1 << 30) <= rayon::current_num_threads());
+        assert_eq!(block_count(1000, ROW_ALIGN, MIN_BLOCK_MACS - 1), 1);
+        assert_eq!(block_count(16, COL_ALIGN, usize::MAX / 2), 1);
+        assert!(block_count(1 << 12, ROW_ALIGN, 1 << 30) <= rayon::current_num_threads());
     }
 }

@@ -1,0 +1,433 @@
+//! Folding unfused batch norms (the `Rsqrt`/`Mul`/`Sub`/`Add` arithmetic of
+//! `tf.nn.batch_normalization`) into the preceding layer.
+
+use super::names::{ctx, join};
+use crate::config::QuantizeConfig;
+use crate::error::PassError;
+use crate::pass::{Pass, PassReport};
+use quant_core::builder::GraphBuilder;
+use quant_core::matcher::{Match, Pattern, PatternBuilder, PatternId};
+use quant_core::{Graph, GraphError, NodeId, OpRegistry, OutletId};
+use std::collections::HashSet;
+
+const PASS: &str = "fold_unfused_batch_norms";
+/// The rule folding one unfused batch norm (reference semantics §2.5,
+/// decision 4).
+pub const FOLD_UNFUSED: &str = "fold_unfused_batch_norm";
+
+const LAYER_OPS: [&str; 3] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"];
+
+/// Folds each unfused batch norm that follows a layer into that layer.
+///
+/// # What it does
+///
+/// Recognises the arithmetic `tf.nn.batch_normalization` (and contrib's
+/// `layers.batch_norm(fused=False)`) builds, by structure rather than by
+/// name (decision 4):
+///
+/// ```text
+/// inv   = Rsqrt(Add(σ², ε))            or  Mul(Rsqrt(Add(σ², ε)), γ)
+/// mul   = Mul(x, inv)                                  (the scaling)
+/// bias  = Sub(β, Mul(μ, inv))          or  Mul(Neg(μ), inv)    (the same inv)
+/// add_1 = Add|AddV2(mul, bias)
+/// ```
+///
+/// where `x` is the output of a `Conv2D`, `DepthwiseConv2dNative` or
+/// `MatMul`, directly or through one `BatchToSpaceND` (atrous
+/// convolution); `Mul` and `Add` inputs are matched in either order, and
+/// without β the bias is `Mul(−μ, inv)` (any `Mul` reading the same `inv`). For
+/// each such batch norm, in graph order, it scales the weights by `inv`,
+/// clones the layer (and the `BatchToSpaceND`) on the scaled weights, adds
+/// the same bias, and makes every consumer of `add_1` read the sum instead.
+/// This is the eval flavour of §2.5: whatever statistics the graph feeds
+/// the arithmetic are folded as they are. The original nodes stay in the
+/// graph, `add_1` dangling.
+///
+/// # Preconditions
+///
+/// - Eval rewrites only ([`QuantizeConfig::is_training`] false): the
+///   training flavour (§2.4 corrections) is not built yet, so a training
+///   rewrite leaves unfused batch norms as they are and lists each in
+///   [`PassReport::skipped`].
+/// - `add_1` has consumers. An already-folded batch norm has none, which
+///   makes the pass idempotent.
+/// - `inv` is a vector of one value per output channel of the layer (the
+///   layer output's last axis, which must be known); the layer is NHWC,
+///   has not been folded by an earlier batch norm, and its weights are
+///   input 1; a `MatMul` must not transpose its weights; a depthwise filter
+///   must have a known `[kh, kw, in, mult]` shape.
+///
+/// A recognised batch norm that fails a precondition (including one that
+/// does not follow a layer) is listed in [`PassReport::skipped`] with the
+/// reason, under [`FOLD_UNFUSED`].
+///
+/// # Before → After
+///
+/// With `p` the layer's scope (`test/Conv2D` → `test/`):
+///
+/// ```text
+/// x, W ─► test/Conv2D ─► mul = Mul(·, inv) ─► add_1 = Add(mul, bias) ─► consumers
+///
+/// test/scale_reshape  = Reshape(inv, test/scale_reshape/shape)  (depthwise only: [in, mult])
+/// test/mul_fold       = Mul(W, inv)                 (a clone of mul, on the weights)
+/// test/Conv2D_Fold    = Conv2D(x, test/mul_fold)    (same attributes)
+/// test/BatchToSpaceND_Fold = BatchToSpaceND(test/Conv2D_Fold, ·, ·)   (atrous only,
+///                       named after the original: `<b2s name>_Fold`)
+/// test/add_fold       = Add(test/Conv2D_Fold, bias) (a clone of add_1) ─► consumers
+/// ```
+///
+/// The layer clone is `<layer name>_Fold` (`test/Conv2D_Fold`,
+/// `test/depthwise_Fold`, `test/MatMul_Fold`). Names already taken get
+/// `_1`, `_2`, ... suffixes.
+///
+/// Deviations from the original, which finds unfused batch norms by their
+/// `BatchNorm/batchnorm` names: a batch norm built under a custom scope
+/// name is folded when it follows a layer (the original ignores it), every
+/// consumer of `add_1` is switched to `add_fold` (the original switches one
+/// consumer found by name: `<p>Relu6`, `<p>Relu`, `<p>Identity` or the
+/// bypass `AddV2`), and the clone keeps a `Conv2D`'s `dilations`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FoldUnfusedBatchNorms;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layer {
+    Conv2D,
+    Depthwise {
+        in_channels: usize,
+        multiplier: usize,
+    },
+    MatMul,
+}
+
+/// An unfused batch norm that will be folded: the pieces of the matched
+/// arithmetic the rewrite needs, found without editing the graph.
+///
+/// The eval flavour ([`FoldUnfusedBatchNorms::build_eval`]) reads only
+/// these; a training flavour would take the same match, extended with the
+/// batch and moving statistics its corrections (§2.4) need.
+#[derive(Clone, Debug)]
+struct UnfusedMatch {
+    /// `add_1 = mul + bias`: its consumers move to `add_fold`.
+    add: NodeId,
+    /// `mul = x · inv`, cloned as `mul_fold`.
+    mul: NodeId,
+    /// `inv`, as `mul` reads it.
+    scale: OutletId,
+    /// `bias`, as `add_1` reads it.
+    bias: OutletId,
+    layer: NodeId,
+    kind: Layer,
+    /// The `BatchToSpaceND` between the layer and `mul` (atrous convolution).
+    batch_to_space: Option<NodeId>,
+}
+
+enum Candidate {
+    Fold(UnfusedMatch),
+    Skip(String),
+}
+
+/// The patterns of the batch-norm arithmetic a match is read through.
+struct Arithmetic {
+    pattern: Pattern,
+    x: PatternId,
+    inv: PatternId,
+    mul: PatternId,
+    mean_inv: PatternId,
+    bias: PatternId,
+}
+
+impl Arithmetic {
+    /// With `after_layer`, `x` must be a layer's output (directly or through
+    /// a `BatchToSpaceND`); without, any tensor (to report batch norms that
+    /// do not follow a layer).
+    fn new(after_layer: bool) -> Arithmetic {
+        let mut p = PatternBuilder::new();
+        let x = if after_layer {
+            let layer = p.op(&LAYER_OPS.join("|")).id();
+            let (block, crops) = (p.any(), p.any());
+            let b2s = p.op("BatchToSpaceND").inputs([layer, block, crops]).id();
+            p.one_of([b2s, layer])
+        } else {
+            p.any()
+        };
+        let (variance, epsilon) = (p.any(), p.any());
+        let var_eps = p.op("Add|AddV2").inputs([variance, epsilon]).id();
+        let rsqrt = p.op("Rsqrt").inputs([var_eps]).id();
+        let gamma = p.any();
+        let scaled = p.op("Mul").inputs([rsqrt, gamma]).unordered().id();
+        let inv = p.one_of([scaled, rsqrt]);
+        let mul = p.op("Mul").inputs([x, inv]).unordered().id();
+        // μ·inv (`(−μ)·inv` without β): which input is inv is checked
+        // against `inv`'s binding.
+        let (mean_inv_a, mean_inv_b) = (p.any(), p.any());
+        let mean_inv = p.op("Mul").inputs([mean_inv_a, mean_inv_b]).id();
+        let beta = p.any();
+        let sub = p.op("Sub").inputs([beta, mean_inv]).id();
+        let bias = p.one_of([sub, mean_inv]);
+        let add = p.op("Add|AddV2").inputs([mul, bias]).unordered().id();
+        let pattern = p
+            .build(add)
+            .unwrap_or_else(|e| unreachable!("the batch-norm pattern is well formed: {e}"));
+        Arithmetic {
+            pattern,
+            x,
+            inv,
+            mul,
+            mean_inv,
+            bias,
+        }
+    }
+
+    /// Whether the match is a batch norm: `Mul(μ, inv)` reads the same `inv`
+    /// tensor as the scaling `mul`.
+    fn shares_inv(&self, graph: &Graph, m: &Match<'_>) -> bool {
+        let (Some(inv), Some(mean_inv)) = (m.tensor(self.inv), m.node(self.mean_inv)) else {
+            return false;
+        };
+        graph.node(mean_inv).inputs().contains(&inv)
+    }
+}
+
+fn is_nchw(graph: &Graph, id: NodeId) -> bool {
+    graph
+        .node(id)
+        .attr_str("data_format")
+        .is_ok_and(|f| f == "NCHW")
+}
+
+impl FoldUnfusedBatchNorms {
+    /// Classifies one batch norm: folded, or a skip reason if a
+    /// precondition fails.
+    fn candidate(
+        graph: &Graph,
+        arithmetic: &Arithmetic,
+        m: &Match<'_>,
+        folded: &HashSet<NodeId>,
+        training: bool,
+    ) -> Result<Candidate, PassError> {
+        let skip = |reason: String| Ok(Candidate::Skip(reason));
+        let (Some(x), Some(scale), Some(mul), Some(bias)) = (
+            m.tensor(arithmetic.x),
+            m.tensor(arithmetic.inv),
+            m.node(arithmetic.mul),
+            m.tensor(arithmetic.bias),
+        ) else {
+            unreachable!("a match binds every pattern on its path")
+        };
+        let add = m.root();
+        if !graph.has_consumers(add) {
+            return skip(format!(
+                "already folded: '{}' has no consumers",
+                graph.node(add).name()
+            ));
+        }
+
+        // The layer, directly or through one BatchToSpaceND.
+        let mut layer = x.node;
+        let mut batch_to_space = None;
+        if graph.node(layer).op() == "BatchToSpaceND" {
+            batch_to_space = Some(layer);
+            match graph.node(layer).inputs().first() {
+                Some(input) => layer = input.node,
+                None => return skip("the BatchToSpaceND has no input".into()),
+            }
+        }
+        let layer_node = graph.node(layer);
+        if !LAYER_OPS.contains(&layer_node.op()) {
+            return skip(format!(
+                "the scaled tensor is produced by {}, not by Conv2D, DepthwiseConv2dNative \
+                 or MatMul",
+                layer_node.op()
+            ));
+        }
+        if training {
+            return skip(
+                "training-form folding of unfused batch norms is not built yet: left unfolded"
+                    .into(),
+            );
+        }
+        if folded.contains(&layer) {
+            return skip(format!(
+                "layer '{}' is already folded by an earlier batch norm",
+                layer_node.name()
+            ));
+        }
+        if layer_node.inputs().len() != 2 {
+            return skip(format!(
+                "layer '{}' has {} inputs, not input and weights",
+                layer_node.name(),
+                layer_node.inputs().len()
+            ));
+        }
+        if is_nchw(graph, layer) {
+            return skip("NCHW layers are not folded yet".into());
+        }
+        let graph_err = |source| PassError::Graph {
+            pass: PASS,
+            node: layer_node.name().to_string(),
+            source,
+        };
+        let kind = match layer_node.op() {
+            "Conv2D" => Layer::Conv2D,
+            "MatMul" => {
+                let transposed = match layer_node.attr("transpose_b") {
+                    None => false,
+                    Some(_) => layer_node.attr_bool("transpose_b").map_err(graph_err)?,
+                };
+                if transposed {
+                    return skip("MatMul with transpose_b is not folded".into());
+                }
+                Layer::MatMul
+            }
+            _ => {
+                let dims = graph
+                    .fact(layer_node.inputs()[1])
+                    .shape
+                    .as_ref()
+                    .filter(|s| s.rank() == 4)
+                    .and_then(|s| Some((s.dim(2)?, s.dim(3)?)));
+                let Some((in_channels, multiplier)) = dims else {
+                    return skip("the depthwise filter's shape is not known".into());
+                };
+                Layer::Depthwise {
+                    in_channels,
+                    multiplier,
+                }
+            }
+        };
+
+        // inv must scale the layer's output channels: a [C] vector.
+        let channels = graph
+            .fact(OutletId::new(layer, 0))
+            .shape
+            .as_ref()
+            .and_then(|s| s.dims().last().copied().flatten());
+        let Some(channels) = channels else {
+            return skip("the layer's output channel count is not known".into());
+        };
+        let scale_dims = graph.fact(scale).shape.as_ref().map(|s| s.dims().to_vec());
+        if scale_dims.as_deref() != Some(&[Some(channels)]) {
+            return skip(format!(
+                "the scale is not a vector of the layer's {channels} output channels"
+            ));
+        }
+        Ok(Candidate::Fold(UnfusedMatch {
+            add,
+            mul,
+            scale,
+            bias,
+            layer,
+            kind,
+            batch_to_space,
+        }))
+    }
+
+    /// Adds the eval-flavour folded nodes for `m` and returns `add_fold`.
+    fn build_eval(b: &mut GraphBuilder<'_>, m: &UnfusedMatch) -> Result<OutletId, GraphError> {
+        let g = b.graph();
+        let layer = g.node(m.layer);
+        // Read at rewrite time: an earlier fold may have rerouted the input.
+        let (input, weights) = (layer.inputs()[0], layer.inputs()[1]);
+        let (layer_op, layer_name) = (layer.op().to_string(), layer.name().to_string());
+        let layer_attrs = layer.attrs().clone();
+        let mul_attrs = g.node(m.mul).attrs().clone();
+        let add = g.node(m.add);
+        let (add_op, add_attrs) = (add.op().to_string(), add.attrs().clone());
+        let b2s = m.batch_to_space.map(|id| {
+            let n = g.node(id);
+            (
+                n.name().to_string(),
+                n.inputs()[1..].to_vec(),
+                n.attrs().clone(),
+            )
+        });
+        let s = ctx(&layer_name).to_string();
+
+        let scale = match m.kind {
+            Layer::Depthwise {
+                in_channels,
+                multiplier,
+            } => {
+                let shape = [in_channels, multiplier].map(|d| {
+                    i32::try_from(d).unwrap_or_else(|_| unreachable!("filter dims fit in i32"))
+                });
+                b.reshape(&join(&s, "scale_reshape"), m.scale, &shape)?
+            }
+            Layer::Conv2D | Layer::MatMul => m.scale,
+        };
+        let mul_fold = b.add("Mul", &join(&s, "mul_fold"), &[weights, scale], mul_attrs)?;
+        let clone = b.add(
+            &layer_op,
+            &format!("{layer_name}_Fold"),
+            &[input, mul_fold.into()],
+            layer_attrs,
+        )?;
+        let mut out = OutletId::from(clone);
+        if let Some((name, rest, attrs)) = b2s {
+            let mut inputs = vec![out];
+            inputs.extend(rest);
+            out = b
+                .add("BatchToSpaceND", &format!("{name}_Fold"), &inputs, attrs)?
+                .into();
+        }
+        b.add(&add_op, &join(&s, "add_fold"), &[out, m.bias], add_attrs)
+            .map(OutletId::from)
+    }
+
+    fn apply(graph: &mut Graph, m: &UnfusedMatch) -> Result<(), GraphError> {
+        let mut b = GraphBuilder::extend(std::mem::take(graph), OpRegistry::builtin());
+        let built = Self::build_eval(&mut b, m);
+        *graph = b.finish();
+        let add_fold = built?;
+        graph.reroute(OutletId::new(m.add, 0), add_fold, None)?;
+        Ok(())
+    }
+}
+
+impl Pass for FoldUnfusedBatchNorms {
+    fn name(&self) -> &'static str {
+        PASS
+    }
+
+    fn run(&self, graph: &mut Graph, config: &QuantizeConfig) -> Result<PassReport, PassError> {
+        let mut report = PassReport::new();
+        let after_layer = Arithmetic::new(true);
+        let anywhere = Arithmetic::new(false);
+        // Match everything first, so that a refused graph is left untouched.
+        let mut matches = Vec::new();
+        let mut folded = HashSet::new();
+        for add in graph.node_ids() {
+            if !matches!(graph.node(add).op(), "Add" | "AddV2") {
+                continue;
+            }
+            // A batch norm after a layer, else any batch norm (to say why it
+            // is not folded).
+            let found = [&after_layer, &anywhere].into_iter().find_map(|a| {
+                let m = a.pattern.match_node(graph, add)?;
+                a.shares_inv(graph, &m).then_some((a, m))
+            });
+            let Some((arithmetic, m)) = found else {
+                continue;
+            };
+            match Self::candidate(graph, arithmetic, &m, &folded, config.is_training)? {
+                Candidate::Skip(reason) => {
+                    report.skipped(PASS, FOLD_UNFUSED, graph.node(add).name(), reason);
+                }
+                Candidate::Fold(um) => {
+                    folded.insert(um.layer);
+                    matches.push(um);
+                }
+            }
+        }
+        for m in &matches {
+            let name = graph.node(m.add).name().to_string();
+            Self::apply(graph, m).map_err(|source| PassError::Graph {
+                pass: PASS,
+                node: name.clone(),
+                source,
+            })?;
+            report.applied(PASS, FOLD_UNFUSED, name);
+        }
+        Ok(report)
+    }
+}

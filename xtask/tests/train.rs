@@ -1,0 +1,106 @@
+//! `cargo xtask train` (docs/cli.md) on real MNIST, cut short with
+//! `--max-steps` and `--test-limit` so that it runs in seconds.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("xtask runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_user_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn quick(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "40",
+        "--test-limit",
+        "1000",
+        "--threads",
+        "2",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args)
+}
+
+#[test]
+fn a_short_run_trains_writes_every_file_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = quick(dir.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one JSON object: {stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["float_steps"], 40);
+    assert_eq!(report["qat_steps"], 40);
+    assert_eq!(report["test_images"], 1000);
+    assert!(report["int_accuracy"].is_null());
+    // 40 Adam steps already beat chance (10%) by far.
+    for key in ["float_accuracy", "qat_accuracy"] {
+        let acc = report[key].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&acc), "{key} = {acc}");
+    }
+    for key in ["train_images_per_sec", "qat_images_per_sec", "seconds"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    for file in [
+        "float.safetensors",
+        "qat.safetensors",
+        "eval.json",
+        "report.json",
+    ] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(written, report);
+    // Progress goes to stderr, as plain lines when it is not a terminal.
+    assert!(stderr(&o).contains("float step 40/40"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_quant_delay_makes_one_quantization_aware_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = quick(
+        dir.path(),
+        &["--quant-delay", "20", "--optimizer", "momentum"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["float_steps"], 0);
+    assert_eq!(report["qat_steps"], 40);
+    assert_eq!(report["quant_delay"], 20);
+    assert!(!dir.path().join("float.safetensors").exists());
+}
+
+#[test]
+fn bad_options_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_user_error(&quick(dir.path(), &["--target", "tpu"]), "--target tpu");
+    assert_user_error(&quick(dir.path(), &["--model", "vgg"]), "--model vgg");
+    assert_user_error(&quick(dir.path(), &["--batch", "0"]), "--batch");
+    assert_user_error(&quick(dir.path(), &["--lr", "0"]), "--lr");
+    let missing = dir.path().join("nowhere");
+    assert_user_error(
+        &quick(dir.path(), &["--data", missing.to_str().unwrap()]),
+        "nowhere",
+    );
+}
