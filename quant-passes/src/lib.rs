@@ -12,12 +12,18 @@
 //!   (reference semantics §1.1), with [`QuantizeConfig::validate`];
 //! - [`FoldBatchNorms`] (`passes/fold_batch_norms.rs`): folding of fused
 //!   batch norms (`FusedBatchNorm`, `FusedBatchNormV3`) after `Conv2D`,
-//!   `DepthwiseConv2dNative` and `Reshape`-wrapped `MatMul`, **eval form**
-//!   (moving statistics), idempotent;
+//!   `DepthwiseConv2dNative` and `Reshape`-wrapped `MatMul`, in eval form
+//!   (moving statistics) and training form (§2.4: batch statistics with
+//!   `Undo_Bessel_Correction`, correction factors, `freeze_bn_delay` on
+//!   the shared quantization step of [`passes::step`]), idempotent;
+//! - [`FoldUnfusedBatchNorms`] (`passes/fold_unfused_batch_norms.rs`):
+//!   unfused batch norms recognised by their arithmetic (decision 4), eval
+//!   form;
 //! - [`Quantize`] (`passes/quantize.rs`): fake-quant insertion (§3), eval
 //!   and training forms (last-value and zero-debiased EMA ranges, symmetric
-//!   ranges, per-channel weights), idempotent; every inserted fake quant is
-//!   listed in [`PassReport::quantizers`] with its [`QuantizerRole`];
+//!   ranges, per-channel weights, `quant_delay` as `delayed_quant` selects),
+//!   idempotent; every inserted fake quant is listed in
+//!   [`PassReport::quantizers`] with its [`QuantizerRole`];
 //! - the public API ([`api`]): [`create_training_graph`],
 //!   [`create_eval_graph`] and the experimental variants with
 //!   [`TrainingOptions`]/[`EvalOptions`], running the training-op check of
@@ -34,11 +40,8 @@
 //!
 //! Still to come:
 //!
-//! - the training form of batch-norm folding (§2.4: correction factors,
-//!   `Undo_Bessel_Correction`, `freeze_bn_delay`), atrous layers, NCHW, and
-//!   unfused batch norms (§2.5);
-//! - `quant_delay` (§3.4 step 6) in `quantize` (the API refuses a positive
-//!   delay until then);
+//! - the training form of unfused batch-norm folding; atrous layers and
+//!   NCHW in the fused fold;
 //! - `lower_to_integer`: from an eval graph and its checkpoint to integer ops
 //!   for a hardware target, and the pattern and target registries.
 //!

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{check_snapshot, line, model};
+use common::{check_snapshot, line, max_rel_error, model, randomize_batch_norms, run};
 
 fn fold(graph: &mut Graph) -> PassReport {
     PassManager::new()
@@ -337,54 +337,6 @@ fn a_reshape_wrapped_matmul_folds_into_matmul_fold() {
 }
 
 // ---------------------------------------------------------------- semantics
-
-fn run(graph: Graph, feeds: &[(&str, Tensor)], fetches: &[&str]) -> Vec<ArrayD<f32>> {
-    let mut s = Session::new(graph).unwrap();
-    s.run(feeds, fetches)
-        .unwrap()
-        .into_iter()
-        .map(|t| t.array::<f32>().unwrap().clone())
-        .collect()
-}
-
-fn max_rel_error(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    let scale = want
-        .iter()
-        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
-        .max(1e-6);
-    got.iter().zip(want).fold(0f64, |m, (&a, &b)| {
-        m.max((f64::from(a) - f64::from(b)).abs())
-    }) / scale
-}
-
-/// Gives every batch norm of a built-in model non-trivial parameters:
-/// γ ∈ [0.5, 1.5), β ∈ ±0.3·N, μ ∈ ±0.5·N, σ² ∈ [0.2, 2.2).
-fn randomize_batch_norms(graph: &mut Graph, rng: &mut Rng) {
-    let targets: Vec<_> = graph
-        .nodes()
-        .filter(|(_, n)| n.op() == "Variable" && n.name().contains("/BatchNorm/"))
-        .map(|(id, n)| (id, n.name().to_string(), n.outputs()[0].shape.clone()))
-        .collect();
-    assert!(!targets.is_empty());
-    for (id, name, shape) in targets {
-        let n = shape.and_then(|s| s.dim(0)).unwrap();
-        let draw: Box<dyn FnMut(&mut Rng) -> f32> = match last(&name) {
-            "gamma" => Box::new(|r| 0.5 + r.uniform()),
-            "beta" => Box::new(|r| 0.3 * r.normal()),
-            "moving_mean" => Box::new(|r| 0.5 * r.normal()),
-            "moving_variance" => Box::new(|r| 0.2 + 2.0 * r.uniform()),
-            other => panic!("unexpected batch-norm variable {other}"),
-        };
-        let mut draw = draw;
-        let values: Vec<f32> = (0..n).map(|_| draw(rng)).collect();
-        graph.set_attr(id, "initial_value", Tensor::from_vec(&[n], values).unwrap());
-    }
-}
-
-fn last(name: &str) -> &str {
-    name.rsplit('/').next().unwrap()
-}
 
 #[test]
 fn folded_builtin_models_compute_the_same_logits() {

@@ -10,7 +10,6 @@ use quant_core::builder::{GraphBuilder, Padding};
 use quant_core::graph::dump;
 use quant_core::serialize::read_graph;
 use quant_core::{DType, Graph, OpRegistry, OutletId, Shape, Tensor};
-use quant_kernels::session::Session;
 use quant_passes::passes::fold_unfused_batch_norms::FOLD_UNFUSED;
 use quant_passes::{
     FoldBatchNorms, FoldUnfusedBatchNorms, PassManager, PassReport, QuantizeConfig,
@@ -19,7 +18,7 @@ use quant_passes::{
 use std::path::Path;
 
 mod common;
-use common::{check_snapshot, line, model};
+use common::{check_snapshot, line, max_rel_error, model, run};
 
 fn fold_with(graph: &mut Graph, config: &QuantizeConfig) -> PassReport {
     PassManager::new()
@@ -31,26 +30,6 @@ fn fold_with(graph: &mut Graph, config: &QuantizeConfig) -> PassReport {
 
 fn fold(graph: &mut Graph) -> PassReport {
     fold_with(graph, &QuantizeConfig::eval())
-}
-
-fn run(graph: Graph, feeds: &[(&str, Tensor)], fetches: &[&str]) -> Vec<ArrayD<f32>> {
-    let mut s = Session::new(graph).unwrap();
-    s.run(feeds, fetches)
-        .unwrap()
-        .into_iter()
-        .map(|t| t.array::<f32>().unwrap().clone())
-        .collect()
-}
-
-fn max_rel_error(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    let scale = want
-        .iter()
-        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
-        .max(1e-6);
-    got.iter().zip(want).fold(0f64, |m, (&a, &b)| {
-        m.max((f64::from(a) - f64::from(b)).abs())
-    }) / scale
 }
 
 /// `n` values `a, a + k, a + 2k, ...`.

@@ -20,7 +20,7 @@ use quant_passes::{
 };
 
 mod common;
-use common::{check_snapshot, line, model};
+use common::{arrays, check_snapshot, line, max_rel_error, model, randomize_batch_norms};
 
 fn training_model(name: &str) -> Graph {
     models::builtin(
@@ -58,51 +58,10 @@ fn update_ops(graph: &Graph) -> Vec<String> {
         .collect()
 }
 
-/// Gives every batch-norm variable non-trivial values: γ ∈ [0.5, 1.5),
-/// β ∈ ±0.3·N, μ_mv ∈ ±0.5·N, σ²_mv ∈ [0.2, 2.2). Same seed, same values.
-fn randomize_batch_norms(graph: &mut Graph, seed: u64) {
-    let mut rng = Rng::new(seed);
-    let targets: Vec<_> = graph
-        .nodes()
-        .filter(|(_, n)| n.op() == "Variable" && n.name().contains("/BatchNorm/"))
-        .map(|(id, n)| (id, n.name().to_string(), n.outputs()[0].shape.clone()))
-        .collect();
-    for (id, name, shape) in targets {
-        let n = shape.and_then(|s| s.dim(0)).unwrap();
-        let values: Vec<f32> = (0..n)
-            .map(|_| match name.rsplit('/').next().unwrap() {
-                "gamma" => 0.5 + rng.uniform(),
-                "beta" => 0.3 * rng.normal(),
-                "moving_mean" => 0.5 * rng.normal(),
-                "moving_variance" => 0.2 + 2.0 * rng.uniform(),
-                other => panic!("unexpected batch-norm variable {other}"),
-            })
-            .collect();
-        graph.set_attr(id, "initial_value", Tensor::from_vec(&[n], values).unwrap());
-    }
-}
-
 fn images(seed: u64, n: usize) -> Tensor {
     let mut rng = Rng::new(seed);
     let x: Vec<f32> = (0..n * 28 * 28).map(|_| rng.uniform()).collect();
     Tensor::from_vec(&[n, 28, 28, 1], x).unwrap()
-}
-
-fn arrays(out: Vec<Tensor>) -> Vec<ArrayD<f32>> {
-    out.into_iter()
-        .map(|t| t.array::<f32>().unwrap().clone())
-        .collect()
-}
-
-fn max_rel_error(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    let scale = want
-        .iter()
-        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
-        .max(1e-6);
-    got.iter().zip(want).fold(0f64, |m, (&a, &b)| {
-        m.max((f64::from(a) - f64::from(b)).abs())
-    }) / scale
 }
 
 /// Runs `graph` on `x`, fetching the logits and every moving-average update.
@@ -369,7 +328,7 @@ fn training_rewrites_snapshot_and_are_idempotent() {
 fn before_freezing_the_folded_graph_is_batch_norm_with_batch_statistics() {
     for name in models::BUILTIN_MODELS {
         let mut g = training_model(name);
-        randomize_batch_norms(&mut g, 7);
+        randomize_batch_norms(&mut g, &mut Rng::new(7));
         let mut folded = g.clone();
         fold(&mut folded, Some(1000));
         let x = images(3, 4);
@@ -387,11 +346,11 @@ fn before_freezing_the_folded_graph_is_batch_norm_with_batch_statistics() {
 fn from_the_freeze_step_on_the_folded_graph_uses_the_moving_statistics() {
     for name in models::BUILTIN_MODELS {
         let mut g = training_model(name);
-        randomize_batch_norms(&mut g, 11);
+        randomize_batch_norms(&mut g, &mut Rng::new(11));
         fold(&mut g, Some(5));
         // The same network with inference-mode batch norms.
         let mut inference = model(name);
-        randomize_batch_norms(&mut inference, 11);
+        randomize_batch_norms(&mut inference, &mut Rng::new(11));
         let x = images(5, 3);
         let want = arrays(
             Session::new(inference)
@@ -430,6 +389,52 @@ fn from_the_freeze_step_on_the_folded_graph_uses_the_moving_statistics() {
     }
 }
 
+/// `BatchNorm/FusedBatchNormV3` in training mode over `y` with variables
+/// γ, β, μ_mv, σ²_mv filled with the given values, and its moving-average
+/// updates `BatchNorm/AssignMovingAvg{,_1}` with `decay` (= 1 − momentum).
+fn training_batch_norm(
+    b: &mut GraphBuilder<'_>,
+    y: quant_core::OutletId,
+    [gamma, beta, mean, var]: [f32; 4],
+    decay: f32,
+) -> Result<quant_core::NodeId, quant_core::GraphError> {
+    let n = b
+        .graph()
+        .fact(y)
+        .shape
+        .as_ref()
+        .and_then(|s| s.dim(3))
+        .unwrap();
+    let c = |v: f32| Tensor::from_vec(&[n], vec![v; n]).unwrap();
+    let gamma = b.variable("BatchNorm/gamma", c(gamma), true)?;
+    let beta = b.variable("BatchNorm/beta", c(beta), true)?;
+    let mean = b.variable("BatchNorm/moving_mean", c(mean), false)?;
+    let var = b.variable("BatchNorm/moving_variance", c(var), false)?;
+    let bn = b.fused_batch_norm(
+        "BatchNorm/FusedBatchNormV3",
+        y,
+        gamma,
+        beta,
+        mean,
+        var,
+        0.001,
+        true,
+    )?;
+    let decay = b.constant("BatchNorm/AssignMovingAvg/decay", Tensor::scalar(decay))?;
+    for (k, moving, update) in [(1, mean, "AssignMovingAvg"), (2, var, "AssignMovingAvg_1")] {
+        let stat = quant_core::OutletId::new(bn, k);
+        let sub = b.binary("Sub", &format!("BatchNorm/{update}/sub"), moving, stat)?;
+        let mul = b.binary("Mul", &format!("BatchNorm/{update}/mul"), sub, decay)?;
+        b.add(
+            "AssignSub",
+            &format!("BatchNorm/{update}"),
+            &[moving, mul],
+            quant_core::Attrs::new(),
+        )?;
+    }
+    Ok(bn)
+}
+
 /// One 1×1 convolution with one channel and a training-mode batch norm with
 /// its updates: the §2.4 worked example (γ=2, β=0.5, ε=0.001, W=3,
 /// μ_mv=0.25, σ²_mv=0.999, a batch with μ_B=1, σ²_B=3.999).
@@ -443,43 +448,13 @@ fn worked_example(freeze: Option<i64>) -> Session {
         )
         .unwrap();
     b.scope("test", |b| {
-        let scalar = |v: f32| Tensor::from_vec(&[1], vec![v]).unwrap();
         let w = b.variable(
             "weights",
             Tensor::from_vec(&[1, 1, 1, 1], vec![3.0f32]).unwrap(),
             true,
         )?;
         let y = b.conv2d("Conv2D", x, w, [1, 1], Padding::Same)?;
-        let gamma = b.variable("BatchNorm/gamma", scalar(2.0), true)?;
-        let beta = b.variable("BatchNorm/beta", scalar(0.5), true)?;
-        let mean = b.variable("BatchNorm/moving_mean", scalar(0.25), false)?;
-        let var = b.variable("BatchNorm/moving_variance", scalar(0.999), false)?;
-        let bn = b.fused_batch_norm(
-            "BatchNorm/FusedBatchNormV3",
-            y,
-            gamma,
-            beta,
-            mean,
-            var,
-            0.001,
-            true,
-        )?;
-        let decay = b.constant("BatchNorm/AssignMovingAvg/decay", Tensor::scalar(0.1f32))?;
-        for (k, moving, update) in [(1, mean, "AssignMovingAvg"), (2, var, "AssignMovingAvg_1")] {
-            let sub = b.binary(
-                "Sub",
-                &format!("BatchNorm/{update}/sub"),
-                moving,
-                quant_core::OutletId::new(bn, k),
-            )?;
-            let mul = b.binary("Mul", &format!("BatchNorm/{update}/mul"), sub, decay)?;
-            b.add(
-                "AssignSub",
-                &format!("BatchNorm/{update}"),
-                &[moving, mul],
-                quant_core::Attrs::new(),
-            )?;
-        }
+        let bn = training_batch_norm(b, y, [2.0, 0.5, 0.25, 0.999], 0.1)?;
         b.relu6("Relu6", bn.into())
     })
     .unwrap();
@@ -523,7 +498,7 @@ fn the_worked_example_of_section_2_4() {
 #[test]
 fn below_quant_delay_the_training_graph_computes_the_float_training_graph() {
     let mut float = training_model("mnist-cnn");
-    randomize_batch_norms(&mut float, 5);
+    randomize_batch_norms(&mut float, &mut Rng::new(5));
     let mut quantized = float.clone();
     fold(&mut float, None);
     rewrite(
@@ -589,7 +564,7 @@ fn forward_and_input_gradient(mut graph: Graph, x: &Tensor, seed: &Tensor) -> Ve
 fn scenario_47_folding_keeps_the_forward_output_and_the_input_gradient() {
     for name in models::BUILTIN_MODELS {
         let mut g = training_model(name);
-        randomize_batch_norms(&mut g, 13);
+        randomize_batch_norms(&mut g, &mut Rng::new(13));
         let mut folded = g.clone();
         fold(&mut folded, None);
         let x = images(17, 4);
@@ -616,7 +591,6 @@ fn conv_bn_forced_updates(
     act: &str,
 ) -> quant_core::OutletId {
     b.scope(scope, |b| {
-        let c = |n: usize, v: f32| Tensor::from_vec(&[n], vec![v; n]).unwrap();
         let w = b.variable(
             "weights",
             Tensor::from_vec(
@@ -627,36 +601,7 @@ fn conv_bn_forced_updates(
             true,
         )?;
         let y = b.conv2d("Conv2D", x, w, [1, 1], Padding::Same)?;
-        let gamma = b.variable("BatchNorm/gamma", c(3, 1.0), true)?;
-        let beta = b.variable("BatchNorm/beta", c(3, 0.0), true)?;
-        let mean = b.variable("BatchNorm/moving_mean", c(3, 0.0), false)?;
-        let var = b.variable("BatchNorm/moving_variance", c(3, 1.0), false)?;
-        let bn = b.fused_batch_norm(
-            "BatchNorm/FusedBatchNormV3",
-            y,
-            gamma,
-            beta,
-            mean,
-            var,
-            0.001,
-            true,
-        )?;
-        let decay = b.constant("BatchNorm/AssignMovingAvg/decay", Tensor::scalar(0.01f32))?;
-        for (k, moving, update) in [(1, mean, "AssignMovingAvg"), (2, var, "AssignMovingAvg_1")] {
-            let sub = b.binary(
-                "Sub",
-                &format!("BatchNorm/{update}/sub"),
-                moving,
-                quant_core::OutletId::new(bn, k),
-            )?;
-            let mul = b.binary("Mul", &format!("BatchNorm/{update}/mul"), sub, decay)?;
-            b.add(
-                "AssignSub",
-                &format!("BatchNorm/{update}"),
-                &[moving, mul],
-                quant_core::Attrs::new(),
-            )?;
-        }
+        let bn = training_batch_norm(b, y, [1.0, 0.0, 0.0, 1.0], 0.01)?;
         let forced = b.identity("BatchNorm/Identity", bn.into())?;
         b.unary(act, act, forced)
     })

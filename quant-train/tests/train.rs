@@ -120,3 +120,43 @@ fn evaluate_counts_arg_max_hits() {
     // An untrained network: roughly chance, certainly not trained accuracy.
     assert!((0.0..0.5).contains(&acc), "{acc}");
 }
+
+#[test]
+fn a_training_checkpoint_restores_into_the_eval_graph_by_name() {
+    // Train the QAT graph a few steps, then load its checkpoint into the
+    // eval rewrite of the inference model: every variable the eval graph
+    // has must come from the checkpoint (the names match by construction).
+    let mut t = trainer(model(Some(0)));
+    losses(&mut t, 3);
+    let ckpt = t.session().checkpoint();
+    let mut eval = models::builtin("mnist-cnn", ModelOptions::default())
+        .unwrap()
+        .unwrap();
+    quant_passes::create_eval_graph(&mut eval).unwrap();
+    let variables: Vec<String> = eval
+        .nodes()
+        .filter(|(_, n)| n.op() == "Variable")
+        .map(|(_, n)| n.name().to_string())
+        .collect();
+    assert!(variables.iter().any(|v| v.ends_with("act_quant/max")));
+    for v in &variables {
+        assert!(
+            ckpt.contains_key(v),
+            "{v} is not in the training checkpoint"
+        );
+    }
+    let mut s = Session::new(eval).unwrap();
+    s.restore(ckpt.clone()).unwrap();
+    for v in &variables {
+        assert_eq!(s.variable(v), ckpt.get(v), "{v}");
+    }
+    // The learned ranges moved away from their initial [0, 6].
+    let max = ckpt["conv1/act_quant/max"]
+        .array::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .next()
+        .unwrap();
+    assert!(max != 6.0 && max > 0.0, "{max}");
+}

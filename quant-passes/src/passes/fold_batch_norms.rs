@@ -1,5 +1,6 @@
 //! Folding fused batch norms into the preceding layer's weights and bias.
 
+use super::folding::{Layer, is_nchw};
 use super::names::{ctx, join, last};
 use super::step::quantization_step;
 use crate::config::QuantizeConfig;
@@ -88,16 +89,6 @@ pub const FOLD_FUSED: &str = "fold_fused_batch_norm";
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldBatchNorms;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layer {
-    Conv2D,
-    Depthwise {
-        in_channels: usize,
-        multiplier: usize,
-    },
-    MatMul,
-}
-
 /// A batch norm that will be folded: everything the rewrite needs, found
 /// without editing the graph.
 #[derive(Clone, Debug)]
@@ -144,13 +135,6 @@ fn bool_attr(graph: &Graph, id: NodeId, name: &str, default: bool) -> Result<boo
         None => Ok(default),
         Some(_) => node.attr_bool(name),
     }
-}
-
-fn is_nchw(graph: &Graph, id: NodeId) -> bool {
-    graph
-        .node(id)
-        .attr_str("data_format")
-        .is_ok_and(|f| f == "NCHW")
 }
 
 impl FoldBatchNorms {
@@ -413,19 +397,7 @@ impl FoldBatchNorms {
         let mul = b.binary("Mul", &format!("{fs}/mul"), gamma, rsqrt)?;
         let mul_1 = b.binary("Mul", &format!("{fs}/mul_1"), mean, mul)?;
         let bias = b.binary("Sub", &format!("{fs}/bias"), beta, mul_1)?;
-        let per_filter = |b: &mut GraphBuilder<'_>, t: OutletId, name: &str| match m.kind {
-            Layer::Depthwise {
-                in_channels,
-                multiplier,
-            } => {
-                let shape = [in_channels, multiplier].map(|d| {
-                    i32::try_from(d).unwrap_or_else(|_| unreachable!("filter dims fit in i32"))
-                });
-                b.reshape(&format!("{fs}/{name}"), t, &shape)
-            }
-            Layer::Conv2D | Layer::MatMul => Ok(t),
-        };
-        let scale = per_filter(b, mul, "scale_reshape")?;
+        let scale = m.kind.per_filter(b, mul, &format!("{fs}/scale_reshape"))?;
         let corrections = match m.training {
             None => None,
             Some(stats) => {
@@ -436,7 +408,9 @@ impl FoldBatchNorms {
         let weights = match corrections {
             None => weights,
             Some(c) => {
-                let scale = per_filter(b, c.scale, "correction_reshape")?;
+                let scale = m
+                    .kind
+                    .per_filter(b, c.scale, &format!("{fs}/correction_reshape"))?;
                 b.binary("Mul", &join(&s, "correction_mult"), weights, scale)?
             }
         };

@@ -1,6 +1,7 @@
 //! Folding unfused batch norms (the `Rsqrt`/`Mul`/`Sub`/`Add` arithmetic of
 //! `tf.nn.batch_normalization`) into the preceding layer.
 
+use super::folding::{Layer, is_nchw};
 use super::names::{ctx, join};
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
@@ -89,16 +90,6 @@ const LAYER_OPS: [&str; 3] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"];
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldUnfusedBatchNorms;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layer {
-    Conv2D,
-    Depthwise {
-        in_channels: usize,
-        multiplier: usize,
-    },
-    MatMul,
-}
-
 /// An unfused batch norm that will be folded: the pieces of the matched
 /// arithmetic the rewrite needs, found without editing the graph.
 ///
@@ -186,13 +177,6 @@ impl Arithmetic {
         };
         graph.node(mean_inv).inputs().contains(&inv)
     }
-}
-
-fn is_nchw(graph: &Graph, id: NodeId) -> bool {
-    graph
-        .node(id)
-        .attr_str("data_format")
-        .is_ok_and(|f| f == "NCHW")
 }
 
 impl FoldUnfusedBatchNorms {
@@ -343,18 +327,7 @@ impl FoldUnfusedBatchNorms {
         });
         let s = ctx(&layer_name).to_string();
 
-        let scale = match m.kind {
-            Layer::Depthwise {
-                in_channels,
-                multiplier,
-            } => {
-                let shape = [in_channels, multiplier].map(|d| {
-                    i32::try_from(d).unwrap_or_else(|_| unreachable!("filter dims fit in i32"))
-                });
-                b.reshape(&join(&s, "scale_reshape"), m.scale, &shape)?
-            }
-            Layer::Conv2D | Layer::MatMul => m.scale,
-        };
+        let scale = m.kind.per_filter(b, m.scale, &join(&s, "scale_reshape"))?;
         let mul_fold = b.add("Mul", &join(&s, "mul_fold"), &[weights, scale], mul_attrs)?;
         let clone = b.add(
             &layer_op,

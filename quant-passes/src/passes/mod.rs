@@ -2,6 +2,7 @@
 
 pub mod fold_batch_norms;
 pub mod fold_unfused_batch_norms;
+mod folding;
 pub mod gradients;
 mod names;
 pub mod optimizer;
