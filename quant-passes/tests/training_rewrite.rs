@@ -637,3 +637,28 @@ fn scenario_36_forced_batch_norm_updates_keep_the_post_activation_bypass_quantiz
         );
     }
 }
+
+#[test]
+fn scenario_7_the_step_counter_is_created_once_and_counts_runs() {
+    use quant_passes::passes::step::{STEP_TENSOR, quantization_step};
+    let mut b = GraphBuilder::new();
+    let first = quantization_step(&mut b).unwrap();
+    let nodes = b.graph().len();
+    assert_eq!(quantization_step(&mut b).unwrap(), first);
+    assert_eq!(b.graph().len(), nodes, "the second request adds nothing");
+    let one = b.constant("one", Tensor::scalar(1i64)).unwrap();
+    b.binary("AddV2", "a", first, one).unwrap();
+    b.binary("Mul", "b", first, one).unwrap();
+    let mut s = Session::new(b.finish()).unwrap();
+    let read = |s: &mut Session, fetches: &[&str]| -> Vec<i64> {
+        s.run(&[], fetches)
+            .unwrap()
+            .iter()
+            .map(|t| t.array::<i64>().unwrap().iter().copied().next().unwrap())
+            .collect()
+    };
+    assert_eq!(read(&mut s, &[STEP_TENSOR]), [1]);
+    // Two expressions using the step in one run: one increment.
+    assert_eq!(read(&mut s, &["a", "b"]), [3, 2]);
+    assert_eq!(s.step(), Some(2));
+}

@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--peers] [--quick]`: runs the criterion benchmarks and
+//! `cargo xtask bench [--peers] [--quick]`: runs the criterion benchmarks
+//! (fake quant, convolutions, matcher, one QAT training step) and
 //! prints a table; with `--peers`, runs the same work in TensorFlow and
 //! PyTorch (installed into venvs under `target/` on first use) in the same
 //! run and prints ratios.
@@ -134,9 +135,11 @@ fn row(
 pub fn run(args: Args) -> Result<()> {
     cargo_bench("quant-kernels", &["fake_quant", "conv"], args.quick)?;
     cargo_bench("quant-core", &["matcher"], args.quick)?;
+    cargo_bench("quant-train", &["qat_step"], args.quick)?;
 
     let (mut tf, mut torch) = (Value::Null, Value::Null);
     let mut torch_conv = Value::Null;
+    let mut torch_train = Value::Null;
     if args.peers {
         let tf_python = venv("tf-venv", &["tensorflow-cpu", "numpy"])?;
         tf = python_json(&tf_python, "tools/bench/fake_quant_peers.py", &[])?["tensorflow"].clone();
@@ -144,6 +147,8 @@ pub fn run(args: Args) -> Result<()> {
         torch =
             python_json(&torch_python, "tools/bench/fake_quant_peers.py", &[])?["torch"].clone();
         torch_conv = python_json(&torch_python, "tools/bench/conv_peers.py", &[])?["torch"].clone();
+        torch_train =
+            python_json(&torch_python, "tools/bench/train_peers.py", &[])?["torch"].clone();
     }
     let gbps = |bench: &str| median("fake_quant_16M", bench).map(|s| FAKE_QUANT_BYTES / s / 1e9);
     let peer = |v: &Value, key: &str| v[key].as_f64();
@@ -196,6 +201,14 @@ pub fn run(args: Args) -> Result<()> {
             false,
         );
     }
+    println!("\nQAT training step of the MNIST CNN, batch 64 (images/s; ratio = quant / peer)");
+    row(
+        "mnist_cnn_b64/qat_step",
+        median("mnist_cnn_b64", "qat_step").map(|s| 64.0 / s),
+        "img/s",
+        &[("torch", peer(&torch_train, "images_per_sec"))],
+        true,
+    );
     println!("\npattern matching (ms for all layers)");
     for n in ["1000", "10000", "100000"] {
         row(
