@@ -35,11 +35,7 @@ fn trainer() -> Trainer {
     )
     .expect("the training rewrite applies");
     let optimizer = OptimizerConfig {
-        kind: OptimizerKind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        kind: OptimizerKind::ADAM,
         weight_decay: 0.0,
     };
     let tg = training_graph(

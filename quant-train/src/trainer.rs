@@ -144,7 +144,7 @@ impl Trainer {
             drop_last: true,
             ..options.clone()
         };
-        let per_epoch = (data.len() / options.batch_size.max(1)) as u64;
+        let per_epoch = Self::steps_per_epoch(data, options.batch_size);
         if per_epoch == 0 {
             return Err(TrainError::BadOutput {
                 name: "data".into(),
@@ -267,10 +267,13 @@ fn count_correct(logits: &Tensor, labels: &[i64], name: &str) -> Result<usize, T
             labels.len()
         )));
     }
-    let classes = shape[1];
-    let flat: Vec<f32> = a.iter().copied().collect();
-    Ok(flat
-        .chunks(classes.max(1))
+    let rows = a
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(rows
+        .rows()
+        .into_iter()
         .zip(labels)
         .filter(|&(row, &label)| {
             let best = row

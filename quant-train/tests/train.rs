@@ -41,11 +41,7 @@ fn model(quantized: Option<i64>) -> Graph {
 
 fn trainer(graph: Graph) -> Trainer {
     let optimizer = OptimizerConfig {
-        kind: OptimizerKind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        kind: OptimizerKind::ADAM,
         weight_decay: 0.0,
     };
     let tg = training_graph(

@@ -93,6 +93,15 @@ pub struct OptimizerConfig {
     pub weight_decay: f32,
 }
 
+impl OptimizerKind {
+    /// Adam with TensorFlow's defaults: β₁ 0.9, β₂ 0.999, ε 1e-8.
+    pub const ADAM: OptimizerKind = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    };
+}
+
 impl OptimizerConfig {
     /// The optimizer's name: its scope and the suffix of its slot variables
     /// (`GradientDescent`, `Momentum`, `Adam`).

@@ -332,11 +332,7 @@ fn optimizer(kind: Optimizer) -> OptimizerConfig {
             momentum: 0.9,
             nesterov: false,
         },
-        Optimizer::Adam => OptimizerKind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        Optimizer::Adam => OptimizerKind::ADAM,
     };
     OptimizerConfig {
         kind,
