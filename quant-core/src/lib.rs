@@ -37,6 +37,7 @@ pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod import;
+pub mod integer;
 pub mod matcher;
 pub mod models;
 pub mod ops;

@@ -148,6 +148,9 @@ pub struct TrainingOptions {
     pub activation_bits: u32,
     /// Symmetric training-time ranges (default false).
     pub symmetric: bool,
+    /// Symmetric ranges for the weights only (default false; implied by
+    /// `symmetric`).
+    pub symmetric_weights: bool,
     /// Steps before quantization turns on (default 0: always on); a positive
     /// value inserts the `delayed_quant` selects of decision 7.
     pub quant_delay: i64,
@@ -166,6 +169,7 @@ impl Default for TrainingOptions {
             weight_bits: 8,
             activation_bits: 8,
             symmetric: false,
+            symmetric_weights: false,
             quant_delay: 0,
             freeze_bn_delay: None,
             scope: None,
@@ -184,6 +188,8 @@ pub struct EvalOptions {
     pub activation_bits: u32,
     /// Symmetric ranges; the eval graph is the same either way (§1.1).
     pub symmetric: bool,
+    /// Symmetric weight ranges only; the eval graph is the same either way.
+    pub symmetric_weights: bool,
     /// Steps before quantization turns on (default `None`: always on); a
     /// positive value inserts the `delayed_quant` selects (§1.1).
     pub quant_delay: Option<i64>,
@@ -235,6 +241,7 @@ pub fn experimental_create_training_graph(
         weight_bits: options.weight_bits,
         activation_bits: options.activation_bits,
         symmetric: options.symmetric,
+        symmetric_weights: options.symmetric_weights,
         quant_delay: Some(options.quant_delay),
         freeze_bn_delay: options.freeze_bn_delay,
         scope: options.scope.clone(),
@@ -253,6 +260,7 @@ pub fn experimental_create_eval_graph(
         weight_bits: options.weight_bits,
         activation_bits: options.activation_bits,
         symmetric: options.symmetric,
+        symmetric_weights: options.symmetric_weights,
         quant_delay: options.quant_delay,
         freeze_bn_delay: options.freeze_bn_delay,
         scope: options.scope.clone(),

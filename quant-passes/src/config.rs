@@ -15,8 +15,12 @@ pub struct QuantizeConfig {
     pub weight_bits: u32,
     /// Bits of the activation quantizers, `2..=16`.
     pub activation_bits: u32,
-    /// Symmetric training-time ranges (§4.1).
+    /// Symmetric training-time ranges (§4.1) for every quantizer.
     pub symmetric: bool,
+    /// Symmetric ranges for the weight quantizers only (implied by
+    /// `symmetric`). Targets whose weights have zero point 0, such as
+    /// `tflite-int8`, set it.
+    pub symmetric_weights: bool,
     /// Steps before quantization turns on; `None` or `Some(0)`: always on.
     pub quant_delay: Option<i64>,
     /// Step from which batch norms use their moving statistics (training only).
@@ -41,6 +45,7 @@ impl QuantizeConfig {
             weight_bits: 8,
             activation_bits: 8,
             symmetric: false,
+            symmetric_weights: false,
             quant_delay: None,
             freeze_bn_delay: None,
             scope: None,

@@ -61,6 +61,7 @@ pub mod config;
 pub mod error;
 pub mod pass;
 pub mod passes;
+pub mod target;
 
 pub use api::{
     ApiError, EvalOptions, OPTIMIZER_OP_TYPES, TrainingOptions, create_eval_graph,
@@ -79,3 +80,4 @@ pub use passes::optimizer::{
     learning_rate_placeholder,
 };
 pub use passes::{FoldBatchNorms, FoldUnfusedBatchNorms, Quantize};
+pub use target::{Storage, Target, TargetError, TargetRegistry};

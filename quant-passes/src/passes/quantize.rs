@@ -602,7 +602,7 @@ impl Quantize {
                 init: (-6.0, 6.0),
                 num_bits: config.weight_bits,
                 narrow_range: true,
-                symmetric: config.symmetric,
+                symmetric: config.symmetric || config.symmetric_weights,
                 granularity,
                 producer_scope: false,
                 consumer_scope: true,
