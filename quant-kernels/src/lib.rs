@@ -8,9 +8,11 @@
 //! - [`gemm`]: the one matrix-multiply entry point every conv and matmul uses;
 //! - [`session`]: the executor (feeds, fetches, variables, the quantization
 //!   step counter), parallel on rayon's global pool.
-//!
-//! Integer kernels with LiteRT's reference arithmetic join in issue 6.
+//! - [`integer`]: the integer kernels with LiteRT 2.3's reference
+//!   arithmetic and [`integer::IntExecutor`], which runs a lowered
+//!   [`quant_core::integer::IntModel`].
 
 pub mod gemm;
+pub mod integer;
 pub mod kernels;
 pub mod session;

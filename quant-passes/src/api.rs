@@ -11,7 +11,7 @@
 //!    `scope` that matches no node name
 //!    ([`ApiError::ScopeMatchesNothing`]);
 //! 3. runs [`FoldBatchNorms`], [`FoldUnfusedBatchNorms`] (§2.5, decision 4;
-//!    its training form is not built yet) then [`Quantize`] through a
+//!    its training form is not built yet) then [`Quantize`](crate::passes::Quantize) through a
 //!    [`PassManager`].
 //!
 //! Unlike the original, which returns nothing, each returns the
@@ -35,9 +35,11 @@
 use crate::config::QuantizeConfig;
 use crate::error::{ConfigError, PassError};
 use crate::pass::{PassManager, PassReport};
-use crate::passes::{FoldBatchNorms, FoldUnfusedBatchNorms, Quantize};
+use crate::passes::{FoldBatchNorms, FoldUnfusedBatchNorms, QuantizeWithPatterns};
+use crate::patterns::PatternRegistry;
 use quant_core::Graph;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The optimizer update op types the training-op check refuses (§1.3,
 /// decision 2).
@@ -236,7 +238,11 @@ pub fn experimental_create_training_graph(
     graph: &mut Graph,
     options: &TrainingOptions,
 ) -> Result<PassReport, ApiError> {
-    let config = QuantizeConfig {
+    rewrite(graph, training_config(options))
+}
+
+fn training_config(options: &TrainingOptions) -> QuantizeConfig {
+    QuantizeConfig {
         is_training: true,
         weight_bits: options.weight_bits,
         activation_bits: options.activation_bits,
@@ -246,8 +252,7 @@ pub fn experimental_create_training_graph(
         freeze_bn_delay: options.freeze_bn_delay,
         scope: options.scope.clone(),
         per_channel: options.per_channel,
-    };
-    rewrite(graph, config)
+    }
 }
 
 /// `experimental_create_eval_graph`: the eval rewrite with `options`.
@@ -255,7 +260,11 @@ pub fn experimental_create_eval_graph(
     graph: &mut Graph,
     options: &EvalOptions,
 ) -> Result<PassReport, ApiError> {
-    let config = QuantizeConfig {
+    rewrite(graph, eval_config(options))
+}
+
+fn eval_config(options: &EvalOptions) -> QuantizeConfig {
+    QuantizeConfig {
         is_training: false,
         weight_bits: options.weight_bits,
         activation_bits: options.activation_bits,
@@ -265,8 +274,27 @@ pub fn experimental_create_eval_graph(
         freeze_bn_delay: options.freeze_bn_delay,
         scope: options.scope.clone(),
         per_channel: options.per_channel,
-    };
-    rewrite(graph, config)
+    }
+}
+
+/// [`experimental_create_training_graph`] with extra layer patterns (from
+/// plugins), matched before the built-in ones by [`QuantizeWithPatterns`].
+pub fn experimental_create_training_graph_with_patterns(
+    graph: &mut Graph,
+    options: &TrainingOptions,
+    patterns: Arc<PatternRegistry>,
+) -> Result<PassReport, ApiError> {
+    rewrite_with(graph, training_config(options), patterns)
+}
+
+/// [`experimental_create_eval_graph`] with extra layer patterns (from
+/// plugins), matched before the built-in ones by [`QuantizeWithPatterns`].
+pub fn experimental_create_eval_graph_with_patterns(
+    graph: &mut Graph,
+    options: &EvalOptions,
+    patterns: Arc<PatternRegistry>,
+) -> Result<PassReport, ApiError> {
+    rewrite_with(graph, eval_config(options), patterns)
 }
 
 /// The op types of `graph` that are optimizer update ops, sorted.
@@ -288,7 +316,15 @@ fn normalise_scope(scope: &str) -> String {
     }
 }
 
-fn rewrite(graph: &mut Graph, mut config: QuantizeConfig) -> Result<PassReport, ApiError> {
+fn rewrite(graph: &mut Graph, config: QuantizeConfig) -> Result<PassReport, ApiError> {
+    rewrite_with(graph, config, Arc::default())
+}
+
+fn rewrite_with(
+    graph: &mut Graph,
+    mut config: QuantizeConfig,
+    patterns: Arc<PatternRegistry>,
+) -> Result<PassReport, ApiError> {
     let op_types = training_op_types(graph);
     if !op_types.is_empty() {
         return Err(ApiError::TrainingOps { op_types });
@@ -305,7 +341,7 @@ fn rewrite(graph: &mut Graph, mut config: QuantizeConfig) -> Result<PassReport, 
     let report = PassManager::new()
         .with(FoldBatchNorms)
         .with(FoldUnfusedBatchNorms)
-        .with(Quantize)
+        .with(QuantizeWithPatterns { patterns })
         .run(&mut work, &config)?;
     *graph = work;
     Ok(report)

@@ -36,14 +36,22 @@
 //! - [`gradients`] (`passes/gradients.rs`): reverse-mode differentiation
 //!   as a graph rewrite, TensorFlow's gradient rules for the whole op
 //!   vocabulary under `gradients/<node>_grad/`, with [`GradientOptions`]
-//!   and [`trainable_variables`].
+//!   and [`trainable_variables`];
+//! - [`lower`] (`lower/`): [`lower_to_integer`] turns an eval graph and its
+//!   checkpoint into an integer [`quant_core::integer::IntModel`] for a
+//!   [`Target`] (scales and zero points from the fake quants' float32
+//!   nudging, TFLite layouts, int32 biases); [`check_lowering`] lists every
+//!   problem without evaluating anything.
+//! - [`patterns`]: layer patterns as data ([`LayerPattern`], a matcher
+//!   pattern plus the roles of its captures) in a [`PatternRegistry`] that
+//!   [`QuantizeWithPatterns`] (and the `*_with_patterns` API entries) match
+//!   before the built-in stages; plugins fill it (`quant-plugin-api`).
 //!
 //! Still to come:
 //!
 //! - the training form of unfused batch-norm folding; atrous layers and
 //!   NCHW in the fused fold;
-//! - `lower_to_integer`: from an eval graph and its checkpoint to integer ops
-//!   for a hardware target, and the pattern and target registries.
+//! - a pattern registry for lowering.
 //!
 //! ```
 //! use quant_core::models::{mnist_cnn, ModelOptions};
@@ -59,8 +67,10 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod lower;
 pub mod pass;
 pub mod passes;
+pub mod patterns;
 pub mod target;
 
 pub use api::{
@@ -69,6 +79,7 @@ pub use api::{
 };
 pub use config::QuantizeConfig;
 pub use error::{ConfigError, PassError};
+pub use lower::{LowerError, LowerOptions, check_lowering, lower_to_integer};
 pub use pass::{
     AppliedRule, InsertedQuantizer, Pass, PassManager, PassReport, QuantizerRole, SkippedRule,
 };
@@ -79,5 +90,8 @@ pub use passes::optimizer::{
     LrSchedule, OptimizerConfig, OptimizerError, OptimizerKind, TrainOp, apply_gradients,
     learning_rate_placeholder,
 };
-pub use passes::{FoldBatchNorms, FoldUnfusedBatchNorms, Quantize};
+pub use passes::{
+    FoldBatchNorms, FoldUnfusedBatchNorms, Quantize, QuantizeWithPatterns, quantized_value,
+};
+pub use patterns::{LayerPattern, PatternRegistry, PatternRegistryError, RoleNames};
 pub use target::{Storage, Target, TargetError, TargetRegistry};

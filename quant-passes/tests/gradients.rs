@@ -737,6 +737,7 @@ fn assignments_stop_gradients_unless_ranges_are_learnable() {
     let off = GradientOptions::default();
     let on = GradientOptions {
         learnable_ranges: true,
+        ..GradientOptions::default()
     };
     let names = |g: &Graph, ids: Vec<quant_core::NodeId>| -> Vec<String> {
         ids.into_iter()
@@ -1123,6 +1124,7 @@ fn the_training_graph_of_the_mnist_cnn_differentiates() {
     );
     let learnable = GradientOptions {
         learnable_ranges: true,
+        ..GradientOptions::default()
     };
     let ranges: Vec<String> = trainable_variables(&graph, loss, &learnable)
         .iter()

@@ -2,8 +2,10 @@
 
 use quant_core::GraphError;
 use quant_core::data::DataError;
+use quant_kernels::integer::IntError;
 use quant_kernels::session::ExecError;
 use quant_passes::PassError;
+use quant_passes::lower::LowerError;
 use quant_passes::passes::optimizer::OptimizerError;
 
 /// Why building a training graph, training or evaluating failed.
@@ -54,4 +56,10 @@ pub enum TrainError {
     /// The data could not be read or batched.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The eval graph could not be lowered to integer ops.
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    /// The integer executor failed.
+    #[error(transparent)]
+    Integer(#[from] IntError),
 }

@@ -8,6 +8,7 @@ use quant_passes::passes::gradients::{GradientOptions, gradients, trainable_vari
 use quant_passes::passes::optimizer::{
     OptimizerConfig, apply_gradients, learning_rate_placeholder,
 };
+use quant_passes::quantized_value;
 
 /// The labels placeholder: int64 `[N]` class indices.
 pub const LABELS: &str = "labels";
@@ -27,7 +28,8 @@ pub struct TrainingGraph {
     pub graph: Graph,
     /// The images placeholder.
     pub input: String,
-    /// The logits tensor.
+    /// The logits tensor the loss reads: the fake quant of the named logits
+    /// when the training rewrite quantized them.
     pub logits: String,
     /// The variables the optimizer updates, in graph order.
     pub trained: Vec<String>,
@@ -35,6 +37,15 @@ pub struct TrainingGraph {
     /// update op (optimizer updates, batch-norm moving averages, the
     /// global step), in graph order.
     pub fetches: Vec<String>,
+}
+
+/// `name` for output 0, else `name:k`.
+fn outlet_name(graph: &Graph, outlet: OutletId) -> String {
+    let name = graph.node(outlet.node).name();
+    match outlet.slot {
+        0 => name.to_string(),
+        k => format!("{name}:{k}"),
+    }
 }
 
 /// Op types that write a variable.
@@ -62,9 +73,15 @@ pub fn training_graph(
         name: name.to_string(),
     };
     graph.id(input).ok_or_else(|| missing("input", input))?;
-    let logits_out = graph
-        .outlet(logits)
-        .map_err(|_| missing("logits", logits))?;
+    // After the training rewrite the model's output is the fake quant that
+    // quantizes `logits`: train on it (so its range is learned too).
+    let logits_out = quantized_value(
+        &graph,
+        graph
+            .outlet(logits)
+            .map_err(|_| missing("logits", logits))?,
+    );
+    let logits = &outlet_name(&graph, logits_out);
 
     let mut b = GraphBuilder::extend(graph, OpRegistry::builtin());
     let loss = (|| {

@@ -244,7 +244,7 @@ fn scalar_f32(t: &Tensor, name: &str) -> Result<f32, TrainError> {
         })
 }
 
-fn labels(t: &Tensor) -> Result<Vec<i64>, TrainError> {
+pub(crate) fn labels(t: &Tensor) -> Result<Vec<i64>, TrainError> {
     t.array::<i64>()
         .map(|a| a.iter().copied().collect())
         .map_err(|e| TrainError::BadOutput {
@@ -254,7 +254,11 @@ fn labels(t: &Tensor) -> Result<Vec<i64>, TrainError> {
 }
 
 /// How many rows of `[N, C]` logits have their maximum at the label.
-fn count_correct(logits: &Tensor, labels: &[i64], name: &str) -> Result<usize, TrainError> {
+pub(crate) fn count_correct(
+    logits: &Tensor,
+    labels: &[i64],
+    name: &str,
+) -> Result<usize, TrainError> {
     let bad = |message: String| TrainError::BadOutput {
         name: name.into(),
         message,

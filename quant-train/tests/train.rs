@@ -87,6 +87,30 @@ fn forty_adam_steps_lower_the_loss_of_the_float_and_the_qat_graph() {
 }
 
 #[test]
+fn the_qat_loss_reads_the_quantized_logits_so_their_range_is_learned() {
+    let optimizer = OptimizerConfig {
+        kind: OptimizerKind::ADAM,
+        weight_decay: 0.0,
+    };
+    let tg = training_graph(
+        model(Some(0)),
+        models::INPUT,
+        models::LOGITS,
+        &optimizer,
+        &GradientOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(tg.logits, "logits/act_quant/FakeQuantWithMinMaxVars");
+    let mut t = Trainer::new(tg, LrSchedule::Constant(1e-3)).unwrap();
+    losses(&mut t, 3);
+    // The initial range is [0, 6]; logits are signed, so the learned minimum
+    // goes below 0 once the range updates run.
+    let min = t.session().variable("logits/act_quant/min").unwrap();
+    let min = min.array::<f32>().unwrap().iter().copied().next().unwrap();
+    assert!(min < 0.0, "logits range minimum {min}");
+}
+
+#[test]
 fn a_restored_checkpoint_continues_bit_identically() {
     // quant_delay 3: the restored run crosses the delay.
     let mut whole = trainer(model(Some(3)));

@@ -29,7 +29,9 @@ enum Command {
     Rewrite(cmd::rewrite::Args),
     /// Run a graph on the CPU executor, reading feeds from and writing fetches to .npy files.
     Run(cmd::run::Args),
-    /// Train the built-in MNIST CNN: float, then quantization-aware, then evaluate.
+    /// Lower an eval graph to integer ops and write a fully-integer TFLite model.
+    Export(cmd::export::Args),
+    /// Train the built-in MNIST CNN: float, then quantization-aware, then export and evaluate.
     Train(cmd::train::Args),
     /// Run the main job on the built-in defaults.
     Demo(cmd::demo::Args),
@@ -39,6 +41,8 @@ enum Command {
     Test(cmd::test::Args),
     /// Regenerate committed generated code (protobuf messages), or check it is fresh.
     Codegen(cmd::codegen::Args),
+    /// List the registered targets, layer patterns, op types and exporters (with --plugin, a plugin's too).
+    Plugins(cmd::plugins::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,11 +51,13 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Rewrite(args) => cmd::rewrite::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Test(args) => cmd::test::run(args),
         Command::Codegen(args) => cmd::codegen::run(args),
+        Command::Plugins(args) => cmd::plugins::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -284,8 +284,8 @@ fn bad_input_is_refused() {
         "--freeze-bn-delay",
     );
     assert_user_error(
-        &run(&["--mode", "eval", "--target", "tflite-int8"]),
-        "--target",
+        &run(&["--mode", "eval", "--target", "edgetpu"]),
+        "--target: unknown target `edgetpu`",
     );
     assert_user_error(&run(&["--mode", "eval", "--plugin", "p.toml"]), "--plugin");
     assert_user_error(

@@ -52,12 +52,16 @@ fn a_short_run_trains_writes_every_file_and_reports_json() {
     assert_eq!(report["float_steps"], 40);
     assert_eq!(report["qat_steps"], 40);
     assert_eq!(report["test_images"], 1000);
-    assert!(report["int_accuracy"].is_null());
     // 40 Adam steps already beat chance (10%) by far.
-    for key in ["float_accuracy", "qat_accuracy"] {
+    for key in ["float_accuracy", "qat_accuracy", "int_accuracy"] {
         let acc = report[key].as_f64().unwrap();
         assert!((0.5..=1.0).contains(&acc), "{key} = {acc}");
     }
+    // The integer model computes the fake-quant eval graph's grid: on 1,000
+    // images the two accuracies differ by a few images at most.
+    let gap =
+        (report["int_accuracy"].as_f64().unwrap() - report["qat_accuracy"].as_f64().unwrap()).abs();
+    assert!(gap <= 0.005, "integer vs fake-quant accuracy gap {gap}");
     for key in ["train_images_per_sec", "qat_images_per_sec", "seconds"] {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}");
     }
@@ -65,6 +69,7 @@ fn a_short_run_trains_writes_every_file_and_reports_json() {
         "float.safetensors",
         "qat.safetensors",
         "eval.json",
+        "model.tflite",
         "report.json",
     ] {
         assert!(dir.path().join(file).exists(), "{file}");
@@ -89,6 +94,33 @@ fn a_quant_delay_makes_one_quantization_aware_run() {
     assert_eq!(report["qat_steps"], 40);
     assert_eq!(report["quant_delay"], 20);
     assert!(!dir.path().join("float.safetensors").exists());
+}
+
+#[test]
+fn the_uint8_target_trains_per_tensor_and_exports_uint8() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = quick(dir.path(), &["--target", "tflite-uint8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["target"], "tflite-uint8");
+    let gap =
+        (report["int_accuracy"].as_f64().unwrap() - report["qat_accuracy"].as_f64().unwrap()).abs();
+    assert!(gap <= 0.005, "integer vs fake-quant accuracy gap {gap}");
+    let model = dir.path().join("model.tflite");
+    let o = xtask(&["inspect", model.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inspection: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let conv = inspection["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            t["name"].as_str().unwrap().contains("conv1")
+                && t["shape"] == serde_json::json!([16, 5, 5, 1])
+        })
+        .expect("conv1's filter");
+    assert_eq!(conv["dtype"], "u8");
+    assert_eq!(conv["scale"].as_array().unwrap().len(), 1);
 }
 
 #[test]

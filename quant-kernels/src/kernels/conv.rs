@@ -4,7 +4,7 @@
 //!
 //! # Design note
 //!
-//! All three are one [`gemm`](crate::gemm::gemm) per group of images around an
+//! All three are one [`gemm`](crate::gemm) per group of images around an
 //! im2col / col2im transform. With `K = kh·kw·in` and `P = oh·ow`:
 //!
 //! | op              | per group of `g` images                                      |

@@ -73,7 +73,7 @@ use quant_core::{
     AttrValue, Attrs, DType, Graph, GraphError, NewNode, Node, NodeId, OpRegistry, OutletId,
     OutputFact, Shape, Tensor,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 const PASS: &str = "gradients";
 
@@ -84,6 +84,11 @@ pub struct GradientOptions {
     /// gradient: their `dmin`/`dmax` flow through the range assignments to
     /// the range variables, and [`trainable_variables`] lists them.
     pub learnable_ranges: bool,
+    /// Op types without a built-in rule (plugin ops, `quant_plugin_api`)
+    /// whose gradient is the op `<op>Grad(x_0, …, x_{n-1}, dy) -> (dx_0, …,
+    /// dx_{n-1})`, `dy` being the gradient of output 0 and each `dx_i`
+    /// taking `x_i`'s facts.
+    pub gradient_ops: BTreeSet<String>,
 }
 
 /// Appends the gradients of `Σ ys` with respect to each of `xs` (every `y`
@@ -946,6 +951,17 @@ fn rule(
                 &[g()?, ins[0]],
                 a,
             )?)]
+        }
+        op if options.gradient_ops.contains(op) => {
+            let mut inputs = ins.to_vec();
+            inputs.push(g()?);
+            let grad = format!("{op}Grad");
+            let id = e.add(&grad, &grad, &inputs, Attrs::new())?;
+            let facts = ins.iter().map(|&i| e.graph.fact(i).clone()).collect();
+            e.graph
+                .set_outputs(id, facts)
+                .map_err(|err| e.graph_err(err))?;
+            (0..n).map(|k| Some(OutletId::new(id, k))).collect()
         }
         _ => return Err(no_rule(node)),
     })

@@ -11,4 +11,4 @@ pub mod step;
 
 pub use fold_batch_norms::FoldBatchNorms;
 pub use fold_unfused_batch_norms::FoldUnfusedBatchNorms;
-pub use quantize::Quantize;
+pub use quantize::{Quantize, QuantizeWithPatterns, quantized_value};

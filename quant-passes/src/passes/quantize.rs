@@ -5,13 +5,14 @@ use super::step::quantization_step;
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{InsertedQuantizer, Pass, PassReport, QuantizerRole};
+use crate::patterns::{LayerPattern, PatternRegistry};
 use quant_core::builder::GraphBuilder;
 use quant_core::matcher::{Match, Pattern, PatternBuilder, PatternId};
 use quant_core::{
     AttrValue, Attrs, DType, Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 const PASS: &str = "quantize";
 /// Rule: a layer's weights (`C/weights_quant`, §3.3 row 1).
@@ -120,6 +121,33 @@ const LAYER_OPS: [&str; 3] = ["Conv2D", "MatMul", "DepthwiseConv2dNative"];
 /// unfused-batch-norm op-name filter of the consumer map is not applied.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Quantize;
+
+/// The value that consumers of `outlet` read once the quantize pass has run:
+/// the output of the activation fake quant that quantizes `outlet` (or of
+/// its `<prefix>/delayed_quant` select under `quant_delay`), or `outlet`
+/// itself when no fake quant reads it.
+///
+/// The pass reroutes the consumers that exist when it runs. A loss or a
+/// fetch added afterwards, such as a training head on a model's logits,
+/// must read this value instead: it is the quantized output, and it is
+/// what makes the output quantizer's range updates run.
+pub fn quantized_value(graph: &Graph, outlet: OutletId) -> OutletId {
+    let fake_quant = graph.consumers(outlet).iter().find(|inlet| {
+        inlet.slot == 0
+            && graph
+                .node(inlet.node)
+                .op()
+                .starts_with("FakeQuantWithMinMax")
+    });
+    let Some(fq) = fake_quant.map(|inlet| OutletId::new(inlet.node, 0)) else {
+        return outlet;
+    };
+    graph
+        .consumers(fq)
+        .iter()
+        .find(|inlet| graph.node(inlet.node).name().ends_with("/delayed_quant"))
+        .map_or(fq, |inlet| OutletId::new(inlet.node, 0))
+}
 
 /// The sub-patterns of §3.1 a match is read through.
 #[derive(Clone, Copy)]
@@ -388,10 +416,29 @@ fn graph_error(node: &str) -> impl FnOnce(GraphError) -> PassError + '_ {
 }
 
 impl Quantize {
-    /// Finds the layer matches of §3.2 without editing the graph.
-    fn match_layers(graph: &Graph, report: &mut PassReport) -> Vec<LayerMatch> {
+    /// Finds the layer matches of the registered `patterns` (in order),
+    /// then those of §3.2, without editing the graph.
+    fn match_layers(
+        graph: &Graph,
+        patterns: &PatternRegistry,
+        report: &mut PassReport,
+    ) -> Vec<LayerMatch> {
         let mut matches: Vec<LayerMatch> = Vec::new();
         let mut matched: HashSet<NodeId> = HashSet::new();
+        for layer_pattern in patterns.iter() {
+            for m in layer_pattern.pattern().match_graph(graph) {
+                if let Some(lm) = Self::record_data(graph, layer_pattern, &m)
+                    && matched.insert(lm.layer)
+                {
+                    tracing::debug!(
+                        pattern = layer_pattern.name(),
+                        layer = graph.node(lm.layer).name(),
+                        "layer pattern matched"
+                    );
+                    matches.push(lm);
+                }
+            }
+        }
         for stage in Stage::ALL {
             let (pattern, v) = stage.pattern();
             for m in pattern.match_graph(graph) {
@@ -443,6 +490,23 @@ impl Quantize {
                 .unwrap_or_else(|e| unreachable!("the weight pattern is well formed: {e}"))
         });
         PATTERN.match_node(graph, w.node).is_some() && is_weight_source(graph, w)
+    }
+
+    /// The layer a match of a registered pattern describes, read through its roles.
+    fn record_data(graph: &Graph, pattern: &LayerPattern, m: &Match<'_>) -> Option<LayerMatch> {
+        let roles = pattern.roles();
+        let weights = m.tensor(roles.weights)?;
+        if !is_weight_source(graph, weights) {
+            return None;
+        }
+        Some(LayerMatch {
+            layer: m.node(roles.layer)?,
+            weights,
+            activation: m.node(roles.activation)?,
+            bypass: roles.bypass.and_then(|b| m.node(b)),
+            post_bypass: None,
+            bias: roles.bias.and_then(|b| m.node(b)),
+        })
     }
 
     fn record(graph: &Graph, stage: Stage, v: &Vocab, m: &Match<'_>) -> Option<LayerMatch> {
@@ -1064,9 +1128,41 @@ impl Pass for Quantize {
     }
 
     fn run(&self, graph: &mut Graph, config: &QuantizeConfig) -> Result<PassReport, PassError> {
+        Self::run_with(graph, config, &PatternRegistry::new())
+    }
+}
+
+/// [`Quantize`] with extra layer patterns: the patterns of a
+/// [`PatternRegistry`] (plugin patterns, [`crate::patterns`]) are matched
+/// first, in registration order, then the built-in stages of §3.2; a layer
+/// is matched at most once. Each match is quantized as a built-in layer
+/// (§3.3, read through the pattern's roles), and the intermediate pass of
+/// §3.5 follows. With an empty registry it is exactly [`Quantize`].
+#[derive(Clone, Debug, Default)]
+pub struct QuantizeWithPatterns {
+    /// The patterns matched before the built-in ones.
+    pub patterns: Arc<PatternRegistry>,
+}
+
+impl Pass for QuantizeWithPatterns {
+    fn name(&self) -> &'static str {
+        PASS
+    }
+
+    fn run(&self, graph: &mut Graph, config: &QuantizeConfig) -> Result<PassReport, PassError> {
+        Quantize::run_with(graph, config, &self.patterns)
+    }
+}
+
+impl Quantize {
+    fn run_with(
+        graph: &mut Graph,
+        config: &QuantizeConfig,
+        patterns: &PatternRegistry,
+    ) -> Result<PassReport, PassError> {
         let mut report = PassReport::new();
         let consumers = consumer_map(graph);
-        let matches = Self::match_layers(graph, &mut report);
+        let matches = Self::match_layers(graph, patterns, &mut report);
         let mut marked = HashSet::new();
         for m in &matches {
             Self::quantize_layer(graph, config, m, &consumers, &mut marked, &mut report)?;

@@ -1,6 +1,7 @@
-//! `cargo xtask inspect FILE [--json]`: summarises a graph file.
+//! `cargo xtask inspect FILE [--json]`: summarises a graph file, or
+//! decodes and lints a `.tflite` model.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use quant_core::serialize::{GraphFormat, read_graph};
 use quant_core::{Graph, OpRegistry};
 use serde::Serialize;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 /// Arguments of `inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The graph file: .json (quant), .pb or .pbtxt (TensorFlow GraphDef).
+    /// The graph file: .json (quant), .pb or .pbtxt (TensorFlow GraphDef), or .tflite.
     file: PathBuf,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
@@ -97,13 +98,10 @@ pub fn run(args: Args) -> Result<()> {
     if GraphFormat::from_path(&args.file).is_none() {
         let ext = args.file.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "tflite" {
-            bail!(
-                "{}: reading .tflite files is not supported yet",
-                args.file.display()
-            );
+            return run_tflite(&args);
         }
         bail!(
-            "{}: unknown graph format: expected a .json, .pb or .pbtxt file",
+            "{}: unknown graph format: expected a .json, .pb, .pbtxt or .tflite file",
             args.file.display()
         );
     }
@@ -135,6 +133,143 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "unknown ops (kept as they are, not checked): {}",
             summary.unknown_ops.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A list of numbers, shortened past four entries.
+fn short_list<T: std::fmt::Display>(values: &[T]) -> String {
+    let shown: Vec<String> = values.iter().take(4).map(ToString::to_string).collect();
+    if values.len() > 4 {
+        format!("[{}, ... ({} values)]", shown.join(", "), values.len())
+    } else {
+        format!("[{}]", shown.join(", "))
+    }
+}
+
+/// Prints the human form of a `.tflite` inspection.
+fn print_tflite(file: &std::path::Path, i: &quant_tflite::inspect::Inspection) {
+    let buffer0 = match i.buffer0_bytes {
+        Some(0) => "buffer 0 empty".to_string(),
+        Some(n) => format!("buffer 0 holds {n} bytes"),
+        None => "no buffers".to_string(),
+    };
+    println!(
+        "{}: TFLite ({}) schema {}, {} ops, {} tensors, {} buffers ({buffer0}), {} subgraph(s)",
+        file.display(),
+        i.identifier,
+        i.schema_version,
+        i.nodes,
+        i.tensors.len(),
+        i.buffers,
+        i.subgraphs
+    );
+    if let Some(d) = &i.description {
+        println!("description: {d}");
+    }
+    println!(
+        "min_runtime_version: {}",
+        i.min_runtime_version.as_deref().unwrap_or("(none)")
+    );
+    for m in &i.metadata {
+        println!(
+            "metadata: {} (buffer {}, {} bytes)",
+            m.name, m.buffer, m.bytes
+        );
+    }
+    for s in &i.signatures {
+        let names = |list: &[quant_tflite::inspect::SignatureTensor]| {
+            list.iter()
+                .map(|t| format!("{}={}", t.name, t.tensor))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "signature '{}' (subgraph {}): inputs {}; outputs {}",
+            s.key,
+            s.subgraph,
+            names(&s.inputs),
+            names(&s.outputs)
+        );
+    }
+    println!("inputs: {:?}  outputs: {:?}", i.inputs, i.outputs);
+    println!(
+        "fully integer: {}",
+        if i.fully_integer { "yes" } else { "no" }
+    );
+    println!("operators:");
+    for o in &i.operators {
+        let options: Vec<String> = o.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {:>3} {:<20} v{:<2} {:?} -> {:?}  {}",
+            o.index,
+            o.op,
+            o.version,
+            o.inputs,
+            o.outputs,
+            options.join(" ")
+        );
+    }
+    println!("tensors:");
+    for t in &i.tensors {
+        let quant = if t.scale.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "scale {} zero_point {} dim {}",
+                short_list(&t.scale),
+                short_list(&t.zero_point),
+                t.quantized_dimension
+            )
+        };
+        println!(
+            "  {:>3} {:<40} {:<5} {:<16} buffer {:>3} ({:>7} B) {quant}",
+            t.index,
+            t.name,
+            t.dtype,
+            format!("{:?}", t.shape),
+            t.buffer,
+            t.buffer_bytes
+        );
+    }
+    if i.lints.is_empty() {
+        println!("lints: none");
+    } else {
+        println!("lints:");
+        for l in &i.lints {
+            let severity = match l.severity {
+                quant_tflite::inspect::Severity::Error => "error",
+                quant_tflite::inspect::Severity::Warning => "warning",
+            };
+            println!("  {severity:<7} {:<26} {}", l.code, l.message);
+        }
+    }
+}
+
+/// Runs `inspect` on a `.tflite` file: prints the decoded model and its
+/// lints, then fails (exit 1) if any lint is an error.
+fn run_tflite(args: &Args) -> Result<()> {
+    let file = &args.file;
+    let bytes = std::fs::read(file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let inspection =
+        quant_tflite::inspect::inspect(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+    } else {
+        print_tflite(file, &inspection);
+    }
+    let errors = inspection.errors();
+    if let Some(first) = inspection
+        .lints
+        .iter()
+        .find(|l| l.severity == quant_tflite::inspect::Severity::Error)
+    {
+        bail!(
+            "{}: {errors} lint error(s); first: [{}] {}",
+            file.display(),
+            first.code,
+            first.message
         );
     }
     Ok(())

@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod codegen;
 pub mod demo;
+pub mod export;
 pub mod inspect;
+pub mod plugins;
 pub mod rewrite;
 pub mod run;
 pub mod test;

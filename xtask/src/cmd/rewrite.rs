@@ -3,17 +3,18 @@
 //! writes the result as graph JSON.
 
 use anyhow::{Context, Result, anyhow, bail};
+use quant_core::Graph;
 use quant_core::models::{self, ModelOptions};
 use quant_core::serialize::{read_graph, write_graph_json};
-use quant_core::{Graph, OpRegistry};
 use quant_passes::api::{
-    ApiError, EvalOptions, TrainingOptions, experimental_create_eval_graph,
-    experimental_create_training_graph,
+    ApiError, EvalOptions, TrainingOptions, experimental_create_eval_graph_with_patterns,
+    experimental_create_training_graph_with_patterns,
 };
 use quant_passes::passes::fold_batch_norms::FOLD_FUSED;
 use quant_passes::{ConfigError, PassReport};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The model rewritten when no `--input` is given.
 const DEFAULT_MODEL: &str = "mnist-cnn";
@@ -55,24 +56,26 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     freeze_bn_delay: Option<u64>,
     /// Bits of the weight quantizers, 2..=16.
-    #[arg(long, value_name = "B", default_value_t = 8)]
+    #[arg(long, value_name = "B", default_value_t = 8, conflicts_with = "target")]
     weight_bits: u32,
     /// Bits of the activation quantizers, 2..=16.
-    #[arg(long, value_name = "B", default_value_t = 8)]
+    #[arg(long, value_name = "B", default_value_t = 8, conflicts_with = "target")]
     activation_bits: u32,
     /// Symmetric training-time ranges.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target")]
     symmetric: bool,
     /// Per-channel weight quantizers (output-channel axis).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target")]
     per_channel: bool,
     /// Only quantize ops under this name scope ('/' is appended if missing).
     #[arg(long, value_name = "PREFIX")]
     scope: Option<String>,
-    /// Hardware target (not supported yet by rewrite: an error if given).
+    /// Hardware target (built in, or from a --plugin): its bits, symmetry and
+    /// per-channel setting replace --weight-bits, --activation-bits,
+    /// --symmetric and --per-channel, which cannot be combined with it.
     #[arg(long, value_name = "NAME")]
     target: Option<String>,
-    /// Pattern/target plugin manifest (not supported yet: an error if given).
+    /// Plugin manifest adding targets, layer patterns and op types (repeatable).
     #[arg(long = "plugin", value_name = "MANIFEST.toml")]
     plugins: Vec<PathBuf>,
     /// Print one JSON object summarising the rewrite on stdout.
@@ -152,15 +155,15 @@ fn explain(err: ApiError, input: &str) -> anyhow::Error {
 
 /// Runs `rewrite`.
 pub fn run(args: Args) -> Result<()> {
-    if let Some(target) = &args.target {
-        bail!("--target {target}: targets are not supported by rewrite yet");
-    }
-    if let Some(plugin) = args.plugins.first() {
-        bail!(
-            "--plugin {}: plugins are not supported by rewrite yet",
-            plugin.display()
-        );
-    }
+    let plugins =
+        quant_plugin_api::load_plugins(&args.plugins).map_err(|e| anyhow!("--plugin {e}"))?;
+    let target = args
+        .target
+        .as_deref()
+        .map(|name| plugins.targets().get(name))
+        .transpose()
+        .map_err(|e| anyhow!("--target: {e}"))?;
+    let patterns = Arc::new(plugins.patterns().clone());
     if args.output.extension().is_none_or(|e| e != "json") {
         bail!(
             "--output {}: the rewritten graph is written as quant graph JSON: use a .json file",
@@ -171,10 +174,7 @@ pub fn run(args: Args) -> Result<()> {
     let freeze_bn_delay = delay("--freeze-bn-delay", args.freeze_bn_delay)?;
 
     let (mut graph, label) = match &args.input {
-        Some(path) => (
-            read_graph(path, OpRegistry::builtin())?,
-            path.display().to_string(),
-        ),
+        Some(path) => (read_graph(path, plugins.ops())?, path.display().to_string()),
         None => (
             models::builtin(
                 DEFAULT_MODEL,
@@ -190,9 +190,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let before = graph.len();
     let report = match args.mode {
-        Mode::Training => experimental_create_training_graph(
-            &mut graph,
-            &TrainingOptions {
+        Mode::Training => {
+            let mut options = TrainingOptions {
                 weight_bits: args.weight_bits,
                 activation_bits: args.activation_bits,
                 symmetric: args.symmetric,
@@ -201,11 +200,19 @@ pub fn run(args: Args) -> Result<()> {
                 freeze_bn_delay,
                 scope: args.scope.clone(),
                 per_channel: args.per_channel,
-            },
-        ),
-        Mode::Eval => experimental_create_eval_graph(
-            &mut graph,
-            &EvalOptions {
+            };
+            if let Some(t) = target {
+                options = TrainingOptions {
+                    quant_delay: options.quant_delay,
+                    freeze_bn_delay: options.freeze_bn_delay,
+                    scope: options.scope,
+                    ..t.training_options()
+                };
+            }
+            experimental_create_training_graph_with_patterns(&mut graph, &options, patterns)
+        }
+        Mode::Eval => {
+            let mut options = EvalOptions {
                 weight_bits: args.weight_bits,
                 activation_bits: args.activation_bits,
                 symmetric: args.symmetric,
@@ -214,8 +221,17 @@ pub fn run(args: Args) -> Result<()> {
                 freeze_bn_delay,
                 scope: args.scope.clone(),
                 per_channel: args.per_channel,
-            },
-        ),
+            };
+            if let Some(t) = target {
+                options = EvalOptions {
+                    quant_delay: options.quant_delay,
+                    freeze_bn_delay: options.freeze_bn_delay,
+                    scope: options.scope,
+                    ..t.eval_options()
+                };
+            }
+            experimental_create_eval_graph_with_patterns(&mut graph, &options, patterns)
+        }
     }
     .map_err(|e| explain(e, &label))?;
     write_graph_json(&args.output, &graph)?;

@@ -17,26 +17,37 @@
 //!    `OUT/eval.json`, and evaluated on the 10,000 test images, as is the
 //!    float inference model on the float checkpoint.
 //!
+//! 4. **integer**: the eval graph lowered for `--target` with the QAT
+//!    checkpoint (`lower_to_integer`), written to `OUT/model.tflite`, and
+//!    evaluated on the integer executor (`int_accuracy`).
+//!
+//! The target also decides the training scheme: `tflite-int8` trains with
+//! symmetric per-channel weights, `tflite-uint8` with asymmetric
+//! per-tensor ones.
+//!
 //! `OUT/report.json` holds the accuracies (fractions), the images per
-//! second of each phase and the total seconds. Integer export
-//! (`model.tflite`, `int_accuracy`) is not built yet: `int_accuracy` is
-//! `null`.
+//! second of each phase and the total seconds.
 
 use super::{set_threads, workspace_root};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use quant_core::Graph;
 use quant_core::data::{BatchOptions, Mnist};
 use quant_core::models::{self, ModelOptions};
 use quant_core::serialize::{checkpoint, write_graph_json};
+use quant_kernels::integer::IntExecutor;
 use quant_kernels::session::Session;
+use quant_passes::lower::LowerOptions;
 use quant_passes::passes::gradients::GradientOptions;
 use quant_passes::passes::optimizer::{LrSchedule, OptimizerConfig, OptimizerKind};
 use quant_passes::{
-    EvalOptions, TrainingOptions, experimental_create_eval_graph,
-    experimental_create_training_graph,
+    Target, TrainingOptions, experimental_create_eval_graph, experimental_create_training_graph,
+    quantized_value,
 };
-use quant_train::{Progress, RunSummary, Trainer, evaluate, training_graph};
+use quant_plugin_api::exporter_for;
+use quant_train::{
+    Progress, RunSummary, Trainer, evaluate, evaluate_integer, lower_session, training_graph,
+};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -84,9 +95,13 @@ pub struct Args {
     /// Update rule.
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: Optimizer,
-    /// Deployment target: `tflite-int8` (per-channel weights) or `tflite-uint8` (per-tensor).
+    /// Deployment target: `tflite-int8` (symmetric per-channel int8 weights) or
+    /// `tflite-uint8` (the paper's per-tensor uint8).
     #[arg(long, default_value = "tflite-int8")]
     target: String,
+    /// Plugin manifest adding targets (repeatable).
+    #[arg(long = "plugin", value_name = "MANIFEST.toml")]
+    plugins: Vec<PathBuf>,
     /// Seed of the weights and of the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -133,7 +148,8 @@ pub struct Report {
     pub float_accuracy: f64,
     /// Test accuracy of the fake-quant eval graph on the QAT checkpoint.
     pub qat_accuracy: f64,
-    /// Test accuracy of the integer model (not built yet: always `None`).
+    /// Test accuracy of the integer model on quant's integer executor
+    /// (`None` when no built-in exporter writes the target).
     pub int_accuracy: Option<f64>,
     /// Images per second of the float phase.
     pub train_images_per_sec: f64,
@@ -172,10 +188,14 @@ pub fn run(args: Args) -> Result<()> {
             report.qat_steps,
             report.qat_images_per_sec
         );
-        println!(
-            "integer accuracy: not measured (integer export is not built yet); {:.0} s in all",
-            report.seconds
-        );
+        if let Some(acc) = report.int_accuracy {
+            println!(
+                "integer accuracy {:.2}%  ({}, model.tflite)",
+                100.0 * acc,
+                report.target
+            );
+        }
+        println!("{:.0} s in all", report.seconds);
         println!("wrote {}", out_dir(&args.out).display());
     }
     Ok(())
@@ -199,11 +219,13 @@ pub fn pipeline(args: &Args) -> Result<Report> {
             models::BUILTIN_MODELS.join(", ")
         );
     }
-    let per_channel = match args.target.as_str() {
-        "tflite-int8" => true,
-        "tflite-uint8" => false,
-        other => bail!("--target {other}: unknown target (tflite-int8, tflite-uint8)"),
-    };
+    let plugins =
+        quant_plugin_api::load_plugins(&args.plugins).map_err(|e| anyhow!("--plugin {e}"))?;
+    let target = plugins
+        .targets()
+        .get(&args.target)
+        .with_context(|| format!("--target {}", args.target))?
+        .clone();
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -233,8 +255,7 @@ pub fn pipeline(args: &Args) -> Result<Report> {
     let training_options = |quant_delay: u64| TrainingOptions {
         quant_delay: quant_delay as i64,
         freeze_bn_delay: args.freeze_bn_delay.map(|d| d as i64),
-        per_channel,
-        ..TrainingOptions::default()
+        ..target.training_options()
     };
 
     // Phase 1: float training (skipped by --quant-delay).
@@ -287,15 +308,28 @@ pub fn pipeline(args: &Args) -> Result<Report> {
 
     // Phase 3: the eval graphs.
     let mut eval = model(&args.model, args.seed, false)?;
-    experimental_create_eval_graph(
-        &mut eval,
-        &EvalOptions {
-            per_channel,
-            ..EvalOptions::new()
-        },
-    )?;
+    experimental_create_eval_graph(&mut eval, &target.eval_options())?;
     write_graph_json(&out.join("eval.json"), &eval)?;
-    let qat_accuracy = accuracy("fake-quant eval", eval, &qat_ckpt, &test)?;
+    let qat_accuracy = accuracy("fake-quant eval", eval.clone(), &qat_ckpt, &test)?;
+
+    // Phase 4: integer export and the integer model's accuracy, for the
+    // targets the built-in TFLite exporter writes.
+    let int_accuracy = match exporter_for(&target) {
+        Ok("tflite-int8" | "tflite-uint8") => {
+            Some(export_and_evaluate(eval, &qat_ckpt, &target, &out, &test)?)
+        }
+        Ok(other) => {
+            eprintln!(
+                "integer phase skipped: target {} is written by the plugin exporter `{other}`; use `cargo xtask export`",
+                target.name
+            );
+            None
+        }
+        Err(why) => {
+            eprintln!("integer phase skipped: {why}");
+            None
+        }
+    };
     let float_graph = model(&args.model, args.seed, false)?;
     let float_accuracy = accuracy(
         "float eval",
@@ -309,7 +343,7 @@ pub fn pipeline(args: &Args) -> Result<Report> {
         target: args.target.clone(),
         float_accuracy,
         qat_accuracy,
-        int_accuracy: None,
+        int_accuracy,
         train_images_per_sec: float_run.map_or(0.0, |r| r.images_per_sec),
         qat_images_per_sec: qat_run.images_per_sec,
         seconds: start.elapsed().as_secs_f64(),
@@ -351,12 +385,55 @@ fn accuracy(
     ckpt: &checkpoint::Checkpoint,
     test: &quant_core::data::MnistSplit,
 ) -> Result<f64> {
+    // The eval graph's output is the fake quant of the logits, when there is one.
+    let logits = graph.outlet(models::LOGITS)?;
+    let logits = quantized_value(&graph, logits);
+    let logits = graph.node(logits.node).name().to_string();
     let mut session = Session::new(graph)?;
     session.restore(ckpt.clone())?;
     let started = Instant::now();
-    let acc = evaluate(&mut session, models::INPUT, models::LOGITS, test, 500)?;
+    let acc = evaluate(&mut session, models::INPUT, &logits, test, 500)?;
     eprintln!(
         "{what}: {:.2}% of {} test images ({:.1} s)",
+        100.0 * acc,
+        test.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(acc)
+}
+
+/// Lowers the eval graph with the QAT checkpoint for `target`, writes
+/// `OUT/model.tflite`, and returns the integer model's test accuracy on
+/// quant's integer executor.
+fn export_and_evaluate(
+    eval: Graph,
+    ckpt: &checkpoint::Checkpoint,
+    target: &Target,
+    out: &Path,
+    test: &quant_core::data::MnistSplit,
+) -> Result<f64> {
+    let mut session = Session::new(eval)?;
+    session.restore(ckpt.clone())?;
+    let options = LowerOptions {
+        inputs: vec![models::INPUT.to_string()],
+        outputs: vec![models::LOGITS.to_string()],
+        input_ranges: vec![(models::INPUT.to_string(), 0.0, 1.0)],
+        ..LowerOptions::default()
+    };
+    let model = lower_session(&mut session, target, &options)?;
+    let path = out.join("model.tflite");
+    let bytes = super::export::write_tflite(&model, &path)?;
+    eprintln!(
+        "integer model: {} ({bytes} bytes, {})",
+        path.display(),
+        target.name
+    );
+    let executor = IntExecutor::new(&model)?;
+    let started = Instant::now();
+    let acc = evaluate_integer(&executor, test, 500)?;
+    eprintln!(
+        "integer ({}): {:.2}% of {} test images ({:.1} s)",
+        target.name,
         100.0 * acc,
         test.len(),
         started.elapsed().as_secs_f64()
