@@ -79,6 +79,42 @@ fn a_short_run_trains_writes_every_file_and_reports_json() {
     assert_eq!(written, report);
     // Progress goes to stderr, as plain lines when it is not a terminal.
     assert!(stderr(&o).contains("float step 40/40"), "{}", stderr(&o));
+    litert_agrees(&dir.path().join("model.tflite"));
+}
+
+/// Runs the trained model on 500 test images in quant's integer executor
+/// and in LiteRT (tools/litert/compare_mnist.py): the output integers of
+/// LiteRT's reference kernels must equal quant's. Needs
+/// `QUANT_LITERT_PYTHON` (set by `cargo xtask test`); required under CI.
+fn litert_agrees(model: &Path) {
+    let Some(python) = std::env::var_os("QUANT_LITERT_PYTHON").filter(|p| !p.is_empty()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "QUANT_LITERT_PYTHON is not set, and CI is: run the tests through `cargo xtask test`"
+        );
+        eprintln!("note: skipping the LiteRT comparison: QUANT_LITERT_PYTHON is not set");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let o = Command::new(python)
+        .arg(root.join("tools/litert/compare_mnist.py"))
+        .args(["--model", model.to_str().unwrap()])
+        .args(["--xtask", env!("CARGO_BIN_EXE_xtask")])
+        .args(["--limit", "500"])
+        .output()
+        .expect("python runs");
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["outputs"], 5000);
+    assert_eq!(
+        report["kernel_sets"]["ref"]["differing_outputs"], 0,
+        "{report}"
+    );
 }
 
 #[test]
