@@ -1,33 +1,11 @@
 //! `cargo xtask export` (docs/cli.md): eval graph → fully-integer TFLite.
 
+mod common;
+
+use common::{assert_error, assert_user_error, root, stderr, xtask};
+
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
-
-fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_user_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-}
 
 /// The built-in MNIST CNN through the eval rewrite with `extra` options.
 fn eval_graph(dir: &Path, extra: &[&str]) -> String {
@@ -130,7 +108,7 @@ fn check_mode_lists_every_problem_of_a_float_graph() {
         model.to_str().unwrap(),
         "--check",
     ]);
-    assert_user_error(&o, "problem(s) prevent lowering");
+    assert_error(&o, "problem(s) prevent lowering");
     // One context line per problem, before the error line.
     assert!(stderr(&o).lines().count() > 2, "{}", stderr(&o));
 }

@@ -1,15 +1,11 @@
 //! `cargo xtask inspect` on `.tflite` files (docs/cli.md): the table, the
 //! JSON contract, and exit 1 after printing when the model has lint errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
+use common::xtask;
+
+use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,6 +2,10 @@
 //! with the example plugins of `plugins/examples` and a bad manifest for
 //! every refusal of issue 7.
 
+mod common;
+
+use common::{root, xtask};
+
 use quant_core::builder::GraphBuilder;
 use quant_core::serialize::{read_graph, write_graph_json};
 use quant_core::{Attrs, DType, Graph, Shape, Tensor};
@@ -11,17 +15,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn example(name: &str) -> String {
     root()

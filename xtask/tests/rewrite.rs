@@ -1,23 +1,14 @@
 //! `cargo xtask rewrite` (docs/cli.md), driven through the real binary.
 
+mod common;
+
+use common::{assert_user_error, json, root, stderr, xtask};
+
 use quant_core::builder::GraphBuilder;
 use quant_core::models::{self, ModelOptions};
 use quant_core::serialize::write_graph_json;
 use quant_core::{Attrs, OpRegistry, Tensor};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn fixture(name: &str) -> String {
     root()
@@ -26,29 +17,6 @@ fn fixture(name: &str) -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("stdout is one JSON object")
-}
-
-/// Asserts exit code 1 and a single `error:` line that contains `needle`.
-fn assert_user_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    assert!(o.stdout.is_empty(), "nothing on stdout on error");
 }
 
 /// `(name, role)` of every fake quant in a `--json` summary.

@@ -1,28 +1,13 @@
 //! `cargo xtask train` (docs/cli.md) on real MNIST, cut short with
 //! `--max-steps` and `--test-limit` so that it runs in seconds.
 
+mod common;
+
+use common::{assert_user_error, stderr, xtask};
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_user_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-}
 
 fn quick(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
