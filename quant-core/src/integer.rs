@@ -176,7 +176,8 @@ pub enum IntOpKind {
     Concatenation {
         /// The axis (negative counts from the end).
         axis: i32,
-        /// Fused activation (ignored by the kernels, kept for round trips).
+        /// Fused activation: kept for round trips only; LiteRT 2.3 refuses
+        /// any value but `None` (the inspector flags it).
         activation: Activation,
     },
     /// `SOFTMAX` along the last axis: input `[input]`.

@@ -966,6 +966,14 @@ fn lint_op(lints: &mut Lints, c: &OpContext<'_, '_>) {
             }
             Some(_) => {}
         },
+        B::CONCATENATION => {
+            let activation =
+                c.op.builtin_options_as_concatenation_options()
+                    .map(|o| o.fused_activation_function());
+            if activation.is_some_and(|a| a != fb::ActivationFunctionType::NONE) {
+                lints.error("concat-activation", at, None, format!("op {} ({name}): a fused activation on CONCATENATION is rejected by LiteRT 2.3 at allocate_tensors (concatenation.cc: params->activation != kTfLiteActNone)", c.index));
+            }
+        }
         B::SOFTMAX => {
             let beta = c.op.builtin_options_as_softmax_options().map(|o| o.beta());
             match beta {

@@ -139,6 +139,18 @@ fn softmax_beta_missing_or_zero_is_an_error() {
 }
 
 #[test]
+fn a_fused_activation_on_concatenation_is_an_error() {
+    // LiteRT 2.3 refuses it at allocate_tensors (found by the LiteRT tests).
+    let mut m = every_op_model(DType::U8);
+    let concat = op_index(&m, "CONCATENATION");
+    let IntOpKind::Concatenation { activation, .. } = &mut m.ops[concat].kind else {
+        unreachable!()
+    };
+    *activation = quant_core::integer::Activation::Relu;
+    assert_one_error(&inspected(&m), "concat-activation", Some(concat));
+}
+
+#[test]
 fn weight_and_bias_rules() {
     let base = every_op_model(DType::I8);
     let conv = op_index(&base, "CONV_2D");
