@@ -984,6 +984,97 @@ fn random_conv_and_fc_layers_match_float_math_and_the_reference() {
     assert!(checked > 3000, "only {checked} outputs checked");
 }
 
+/// Random CONV_2D layers wider than the unit shapes above (up to 40 output
+/// channels, 24 input channels, 5×5 windows, 14×14 inputs, strides and
+/// dilations 1–2) with levels and zero points at the type extremes
+/// (−128/127, 0/255): the fast path (packed GEMM, partial pixel and
+/// channel tiles, odd depths) equals the scalar reference (checked inside
+/// `run`), and most outputs are not clamped.
+#[test]
+fn wide_random_convs_with_extreme_levels_match_the_reference() {
+    let mut rng = Rng(0x5eed_c0de);
+    let (mut unclamped, mut total) = (0, 0);
+    for case in 0..60 {
+        let dtype = if case % 2 == 0 { DType::I8 } else { DType::U8 };
+        let q = QType::of(dtype).unwrap();
+        let (lo, hi) = (i64::from(q.min()), i64::from(q.max()));
+        let extreme_only = case % 3 == 0;
+        let level = |rng: &mut Rng| {
+            if extreme_only || rng.int(0, 3) == 0 {
+                rng.pick(&[lo, hi, 0.clamp(lo, hi)])
+            } else {
+                rng.int(lo, hi)
+            }
+        };
+        let (n, h, w) = (
+            rng.int(1, 2) as usize,
+            rng.int(1, 14) as usize,
+            rng.int(1, 14) as usize,
+        );
+        let (cin, cout) = (rng.int(1, 24) as usize, rng.int(1, 40) as usize);
+        let (kh, kw) = (rng.int(1, 5) as usize, rng.int(1, 5) as usize);
+        let stride = Hw::new(rng.int(1, 2) as usize, rng.int(1, 2) as usize);
+        let dilation = Hw::new(rng.int(1, 2) as usize, rng.int(1, 2) as usize);
+        let padding = if h < (kh - 1) * dilation.h + 1 || w < (kw - 1) * dilation.w + 1 {
+            Padding::Same
+        } else {
+            rng.pick(&[Padding::Same, Padding::Valid])
+        };
+        let z_any = rng.int(lo, hi);
+        let z_in = rng.pick(&[lo, hi, z_any]);
+        let z_w = if dtype == DType::U8 {
+            let z_any = rng.int(0, 255);
+            rng.pick(&[0, 255, z_any])
+        } else {
+            0
+        };
+        let depth = kh * kw * cin;
+        // Typical |acc| ≈ 150²·√depth maps to about ±60 output levels.
+        let (s_in, s_w) = (0.05f32, 0.01f32);
+        let s_out = s_in * s_w * 150.0 * 150.0 * (depth as f32).sqrt() / 60.0;
+        let mut b = Builder::default();
+        let x = b.q8("x", dtype, &[n, h, w, cin], s_in, z_in);
+        let wl: Vec<i64> = (0..cout * depth).map(|_| level(&mut rng)).collect();
+        let w_shape = [cout, kh, kw, cin];
+        let wt = if dtype == DType::U8 {
+            let v = wl.iter().map(|&v| v as u8).collect();
+            b.cst::<u8>("w", &w_shape, v, Some(qp(s_w, z_w)))
+        } else {
+            let v = wl.iter().map(|&v| v as i8).collect();
+            b.cst::<i8>("w", &w_shape, v, Some(qp_axis(vec![s_w; cout], 0)))
+        };
+        let bias: Vec<i32> = (0..cout).map(|_| rng.int(-5000, 5000) as i32).collect();
+        let bt = b.cst::<i32>("b", &[cout], bias, None);
+        let y = b.q8("y", dtype, &[], s_out, (lo + hi) / 2);
+        let act = rng.pick(&[Activation::None, Activation::Relu]);
+        b.op(
+            conv_kind(padding, stride, dilation, act),
+            &[Some(x), Some(wt), Some(bt)],
+            y,
+        );
+        let model = b.io(&[x], &[y]);
+        let xl: Vec<i64> = (0..n * h * w * cin).map(|_| level(&mut rng)).collect();
+        let input = if dtype == DType::U8 {
+            u8s(
+                &[n, h, w, cin],
+                &xl.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+            )
+        } else {
+            i8s(
+                &[n, h, w, cin],
+                &xl.iter().map(|&v| v as i8).collect::<Vec<_>>(),
+            )
+        };
+        let got = levels(&run(&model, vec![input])[0]);
+        unclamped += got.iter().filter(|&&v| v > lo && v < hi).count();
+        total += got.len();
+    }
+    assert!(
+        unclamped * 4 >= total,
+        "only {unclamped} of {total} outputs unclamped"
+    );
+}
+
 // ------------------------------------------------------------ a small net
 
 /// QUANTIZE → CONV_2D (ReLU) → MAX_POOL_2D → RESHAPE → FULLY_CONNECTED →

@@ -2,22 +2,35 @@
 //! taps inside the input, `MBQM(acc, m[c], e[c]) + Z_out`, clamped.
 //!
 //! Two paths with identical integers: the scalar reference (direct loops,
-//! the definition) and the fast path (one im2col row of patches per output
-//! row, then [`dot`](super::dot) products against zero-padded filter rows;
-//! out-of-image taps are 0 there, which equals skipping them).
+//! the definition) and the fast path: per output row, the input rows under
+//! the window are converted once to `q − Z_in` in i16 with zero columns for
+//! the padding (out-of-image taps are 0 there, which equals skipping them),
+//! copied into one im2col patch per output pixel and multiplied with the
+//! pre-packed filter by the register-blocked [`gemm`](super::gemm).
 
 use quant_core::integer::{IntOpKind, TensorIndex};
 use rayon::prelude::*;
 
 use super::KernelPath;
-use super::dot::{dot, dot4, padded};
 use super::fixed_point::quantize_multiplier;
+use super::gemm::{PackedFilter, gemm};
 use super::layer::{LayerKind, prepare_layer};
 use super::op::{Ctx, Inputs, Kernel, OpResult, expect_q, fail, q_slice, q_value};
 use super::requant::Requant;
 use super::value::{Q8, QType, Value, with_q8};
 use super::window::{Window, window};
 use crate::kernels::window::Geometry;
+
+/// Reusable buffers of the fast path (one set per rayon job).
+#[derive(Default)]
+struct Scratch {
+    /// The `kh` input rows under an output row (see [`Conv::fill_band`]).
+    band: Vec<i16>,
+    /// One im2col patch per output pixel of the row.
+    patches: Vec<i16>,
+    /// The accumulators of the row, `[ow, out]`.
+    acc: Vec<i32>,
+}
 
 /// A prepared CONV_2D.
 pub(crate) struct Conv {
@@ -28,9 +41,8 @@ pub(crate) struct Conv {
     dims: [usize; 4],
     /// `q_w − Z_w`, OHWI.
     weights: Vec<i16>,
-    /// The same rows zero-padded to `kp` elements.
-    packed: Vec<i16>,
-    kp: usize,
+    /// The same filter packed for [`gemm`].
+    packed: PackedFilter,
     requant: Requant,
     in_zp: i32,
     path: KernelPath,
@@ -68,14 +80,7 @@ impl Conv {
             LayerKind::Conv,
             activation,
         )?;
-        let kp = padded(per_out);
-        let mut packed = vec![0i16; o * kp];
-        for (dst, src) in packed
-            .chunks_exact_mut(kp.max(1))
-            .zip(layer.weights.chunks_exact(per_out.max(1)))
-        {
-            dst[..per_out].copy_from_slice(src);
-        }
+        let packed = PackedFilter::new(&layer.weights, o, per_out);
         let multipliers: Vec<(i32, i32)> = layer
             .real_multipliers
             .iter()
@@ -88,7 +93,6 @@ impl Conv {
             dims: [o, kh, kw, i],
             weights: layer.weights,
             packed,
-            kp,
             requant: Requant {
                 bias: layer.bias,
                 multiplier: multipliers.iter().map(|m| m.0).collect(),
@@ -101,48 +105,67 @@ impl Conv {
         })
     }
 
-    /// Writes the `q − Z_in` patch of output pixel `(oy, ox)` into `patch`
-    /// (`(ky, kx, c)` order; out-of-image taps stay 0). Runs along a kernel
-    /// row are copied as one contiguous slice when the width dilation is 1.
-    fn im2col<T: Q8>(
+    /// The width in pixels of a band row: the padded input extent the
+    /// window reaches (input column `ix` is band column `ix + pad_before`).
+    fn band_width(&self, w: usize, g: &Geometry) -> usize {
+        let kw = self.dims[2];
+        let reach = (g.w.out.max(1) - 1) * self.win.stride[1] + (kw - 1) * self.win.dilation[1] + 1;
+        (g.w.pad_before + w).max(reach)
+    }
+
+    /// Writes the `kh` input rows under output row `oy` into `band` as
+    /// `q − Z_in`, `band_w` pixels per row; padding columns and rows
+    /// outside the image are 0.
+    fn fill_band<T: Q8>(
         &self,
         image: &[T],
         (h, w): (usize, usize),
         g: &Geometry,
-        (oy, ox): (usize, usize),
-        patch: &mut [i16],
+        oy: usize,
+        band: &mut [i16],
     ) {
-        let [_, kh, kw, c] = self.dims;
-        let zp = self.in_zp;
-        let convert = |dst: &mut [i16], src: &[T]| {
-            for (d, &q) in dst.iter_mut().zip(src) {
-                *d = (q.level() - zp) as i16;
-            }
-        };
-        for ky in 0..kh {
+        let c = self.dims[3];
+        band.fill(0);
+        if c == 0 {
+            return;
+        }
+        let band_row = band.len() / self.dims[1];
+        for (ky, dst) in band.chunks_exact_mut(band_row).enumerate() {
             let Some(iy) = (oy * self.win.stride[0] + ky * self.win.dilation[0])
                 .checked_sub(g.h.pad_before)
                 .filter(|&iy| iy < h)
             else {
                 continue;
             };
-            if self.win.dilation[1] == 1 {
-                // Input columns ix0 + kx for kx in [lo, hi).
-                let ix0 = (ox * self.win.stride[1]) as isize - g.w.pad_before as isize;
-                let lo = (-ix0).clamp(0, kw as isize) as usize;
-                let hi = (w as isize - ix0).clamp(0, kw as isize) as usize;
-                if lo < hi {
-                    let start = (iy * w) as isize + ix0 + lo as isize;
-                    let src = &image[start as usize * c..(start as usize + hi - lo) * c];
-                    convert(&mut patch[(ky * kw + lo) * c..(ky * kw + hi) * c], src);
-                }
-            } else {
-                for kx in 0..kw {
-                    if let Some((iy, ix)) = self.win.tap(g, (h, w), (oy, ox), (ky, kx)) {
-                        convert(
-                            &mut patch[(ky * kw + kx) * c..][..c],
-                            &image[(iy * w + ix) * c..][..c],
-                        );
+            let src = &image[iy * w * c..(iy + 1) * w * c];
+            for (d, &q) in dst[g.w.pad_before * c..][..w * c].iter_mut().zip(src) {
+                *d = q.level().wrapping_sub(self.in_zp) as i16;
+            }
+        }
+    }
+
+    /// Copies the patch of every output pixel of a row out of `band`
+    /// (`(ky, kx, c)` order, one [`PackedFilter::patch_len`] row per pixel;
+    /// a trailing padding element stays 0). Runs along a kernel row are one
+    /// contiguous copy when the width dilation is 1.
+    fn im2col_row(&self, band: &[i16], patches: &mut [i16]) {
+        let [_, kh, kw, c] = self.dims;
+        let kp = self.packed.patch_len();
+        if c == 0 || kp == 0 {
+            return;
+        }
+        let band_row = band.len() / kh;
+        let run = kw * c;
+        let [stride, dilation] = [self.win.stride[1], self.win.dilation[1]];
+        for (ox, patch) in patches.chunks_exact_mut(kp).enumerate() {
+            let x0 = ox * stride * c;
+            for (ky, dst) in patch.chunks_exact_mut(run).take(kh).enumerate() {
+                let row = &band[ky * band_row..][..band_row];
+                if dilation == 1 {
+                    dst.copy_from_slice(&row[x0..][..run]);
+                } else {
+                    for (kx, d) in dst.chunks_exact_mut(c).enumerate() {
+                        d.copy_from_slice(&row[x0 + kx * dilation * c..][..c]);
                     }
                 }
             }
@@ -174,9 +197,18 @@ impl Conv {
         let taps = |oy: usize, ox: usize, ky: usize, kx: usize| {
             self.win.tap(&g, (h, w), (oy, ox), (ky, kx))
         };
+        let band_len = kh * self.band_width(w, &g) * c;
+        let scratch = || match self.path {
+            KernelPath::Reference => Scratch::default(),
+            KernelPath::Fast => Scratch {
+                band: vec![0; band_len],
+                patches: vec![0; ow * self.packed.patch_len()],
+                acc: vec![0; row_len],
+            },
+        };
         out.par_chunks_mut(row_len)
             .enumerate()
-            .for_each(|(r, row)| {
+            .for_each_init(scratch, |scratch, (r, row)| {
                 let (b, oy) = (r / oh, r % oh);
                 let image = &data[b * h * w * c..(b + 1) * h * w * c];
                 match self.path {
@@ -204,30 +236,11 @@ impl Conv {
                         }
                     }
                     KernelPath::Fast => {
-                        let kp = self.kp;
-                        let mut patches = vec![0i16; ow * kp];
-                        for (ox, patch) in patches.chunks_exact_mut(kp).enumerate() {
-                            self.im2col(image, (h, w), &g, (oy, ox), patch);
-                        }
-                        let mut acc = vec![0i32; ow * o];
-                        let mut oc = 0;
-                        while oc + 4 <= o {
-                            let rows = [0, 1, 2, 3]
-                                .map(|j| &self.packed[(oc + j) * kp..(oc + j + 1) * kp]);
-                            for (ox, patch) in patches.chunks_exact(kp).enumerate() {
-                                let sums = dot4(patch, rows);
-                                acc[ox * o + oc..ox * o + oc + 4].copy_from_slice(&sums);
-                            }
-                            oc += 4;
-                        }
-                        for oc in oc..o {
-                            let filter = &self.packed[oc * kp..(oc + 1) * kp];
-                            for (ox, patch) in patches.chunks_exact(kp).enumerate() {
-                                acc[ox * o + oc] = dot(patch, filter);
-                            }
-                        }
-                        self.requant.block(&mut acc);
-                        for (y, &a) in row.iter_mut().zip(&acc) {
+                        self.fill_band(image, (h, w), &g, oy, &mut scratch.band);
+                        self.im2col_row(&scratch.band, &mut scratch.patches);
+                        gemm(&self.packed, &scratch.patches, &mut scratch.acc);
+                        self.requant.block(&mut scratch.acc);
+                        for (y, &a) in row.iter_mut().zip(&scratch.acc) {
                             *y = T::from_level(a);
                         }
                     }

@@ -1,5 +1,5 @@
-//! The exact int16 × int16 → int32 dot product behind the fast CONV_2D and
-//! FULLY_CONNECTED paths.
+//! The exact int16 × int16 → int32 dot product behind the fast
+//! FULLY_CONNECTED path (CONV_2D uses the packed [`gemm`](super::gemm)).
 //!
 //! # Design note
 //!
@@ -33,18 +33,6 @@ pub(crate) fn dot(a: &[i16], b: &[i16]) -> i32 {
         }
     }
     dot_portable(a, b)
-}
-
-/// The dot products of `a` with four rows `b[0..4]` (each as [`dot`]).
-pub(crate) fn dot4(a: &[i16], b: [&[i16]; 4]) -> [i32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected on this CPU.
-            return unsafe { dot4_avx2(a, b) };
-        }
-    }
-    b.map(|row| dot_portable(a, row))
 }
 
 /// The portable kernel (also the definition the AVX2 one is tested against).
@@ -90,35 +78,6 @@ fn dot_avx2(a: &[i16], b: &[i16]) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot4_avx2(a: &[i16], b: [&[i16]; 4]) -> [i32; 4] {
-    use std::arch::x86_64::*;
-    let n = b.iter().fold(a.len(), |n, r| n.min(r.len())) / LANES * LANES;
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let mut i = 0;
-    while i + LANES <= n {
-        // SAFETY: `i + 16 ≤ n ≤ len` for every slice; unaligned loads.
-        unsafe {
-            let x = _mm256_loadu_si256(a.as_ptr().add(i).cast());
-            for (acc, row) in acc.iter_mut().zip(&b) {
-                let y = _mm256_loadu_si256(row.as_ptr().add(i).cast());
-                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(x, y));
-            }
-        }
-        i += LANES;
-    }
-    // [Σa lo, Σb lo, Σc lo, Σd lo | Σa hi, Σb hi, Σc hi, Σd hi].
-    let t0 = _mm256_hadd_epi32(acc[0], acc[1]);
-    let t1 = _mm256_hadd_epi32(acc[2], acc[3]);
-    let t = _mm256_hadd_epi32(t0, t1);
-    let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
-    let mut out = [0i32; 4];
-    // SAFETY: `out` holds 16 bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), s) };
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,19 +112,11 @@ mod tests {
         ] {
             let (a, b) = (values(k, seed), values(k, seed + 100));
             assert_eq!(dot(&a, &b), dot_portable(&a, &b), "k = {k}");
-            let rows: Vec<Vec<i16>> = (0..4).map(|r| values(k, seed + 7 * r)).collect();
-            let want = [0, 1, 2, 3].map(|r| dot_portable(&a, &rows[r]));
-            assert_eq!(
-                dot4(&a, [&rows[0], &rows[1], &rows[2], &rows[3]]),
-                want,
-                "k = {k}"
-            );
         }
         // Worst case: every product 255·255 (wraps past 2^31 for long vectors).
         let a = vec![255i16; 1 << 16];
         let expected = (65025i64 << 16) as i32;
         assert_eq!(dot(&a, &a), expected);
-        assert_eq!(dot4(&a, [&a, &a, &a, &a]), [expected; 4]);
         assert_eq!(padded(25), 32);
         assert_eq!(padded(32), 32);
         assert_eq!(padded(0), 0);

@@ -16,8 +16,10 @@
 //! are generic over the two types. Every weighted layer keeps its weights
 //! as `q_w − Z_w` in i16 (exact: within ±255). CONV_2D and FULLY_CONNECTED
 //! have two paths selected by [`KernelPath`]: direct scalar loops (the
-//! reference, the definition) and a fast path (im2col rows and an exact
-//! i16 dot product, AVX2 `vpmaddwd` when the CPU has it, see `dot`); the
+//! reference, the definition) and a fast path (CONV_2D: im2col rows times
+//! a pre-packed filter in a register-blocked i16 GEMM, see `gemm`;
+//! FULLY_CONNECTED: an exact i16 dot product, see `dot`; both AVX2
+//! `vpmaddwd` when the CPU has it); the
 //! two give identical integers because every accumulation wraps modulo
 //! 2^32 in both. CONV_2D's fast path and DEPTHWISE_CONV_2D requantize
 //! blocks of accumulators with an AVX2 MBQM that equals the scalar one
@@ -37,6 +39,7 @@ mod elementwise;
 mod executor;
 pub mod fixed_point;
 mod fully_connected;
+mod gemm;
 mod layer;
 mod logistic;
 mod mean;
