@@ -23,11 +23,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Summarise a graph file (.json, .pb, .pbtxt): node count, op counts, inputs, unknown ops.
+    /// Summarise a graph (.json, .pb, .pbtxt) or decode and lint a TFLite model (.tflite).
     Inspect(cmd::inspect::Args),
     /// Apply the training or eval rewrite (batch-norm folding, then fake-quant insertion).
     Rewrite(cmd::rewrite::Args),
-    /// Run a graph on the CPU executor, reading feeds from and writing fetches to .npy files.
+    /// Run a graph (float/fake-quant executor) or a .tflite model (integer executor) on .npy feeds.
     Run(cmd::run::Args),
     /// Lower an eval graph to integer ops and write a fully-integer TFLite model.
     Export(cmd::export::Args),
@@ -35,11 +35,11 @@ enum Command {
     Train(cmd::train::Args),
     /// Run the main job on the built-in defaults.
     Demo(cmd::demo::Args),
-    /// Run the benchmarks; with --peers, also TensorFlow and PyTorch on the same work.
+    /// Run the benchmarks; with --peers, also TensorFlow, PyTorch and LiteRT on the same work.
     Bench(cmd::bench::Args),
     /// Run the whole test suite, exactly as CI does.
     Test(cmd::test::Args),
-    /// Regenerate committed generated code (protobuf messages), or check it is fresh.
+    /// Regenerate committed generated code (GraphDef protobuf, TFLite flatbuffers), or check it is fresh.
     Codegen(cmd::codegen::Args),
     /// List the registered targets, layer patterns, op types and exporters (with --plugin, a plugin's too).
     Plugins(cmd::plugins::Args),
