@@ -12,10 +12,10 @@
 
 use quant_core::integer::{IntOpKind, TensorIndex};
 
-use super::elementwise::{binary, broadcast_shape};
+use super::elementwise::run_binary;
 use super::fixed_point::{activation_range, mbqm, quantize_multiplier};
-use super::op::{Ctx, Inputs, Kernel, OpResult, expect_q, fail, q_slice, q_value};
-use super::value::{Q8, QType, Value, with_q8};
+use super::op::{Ctx, Inputs, Kernel, OpResult, fail};
+use super::value::{QType, Value};
 
 /// A prepared ADD.
 pub(crate) struct Add {
@@ -83,21 +83,8 @@ impl Add {
     }
 }
 
-fn run_typed<T: Q8>(op: &Add, x: &Value, y: &Value) -> OpResult<Value> {
-    let shape = broadcast_shape(&x.shape, &y.shape, op.inputs[1])?;
-    let a = q_slice::<T>(x, op.inputs[0])?;
-    let b = q_slice::<T>(y, op.inputs[1])?;
-    let out = binary((a, &x.shape), (b, &y.shape), &shape, |p, q| {
-        op.element(p, q)
-    });
-    Ok(q_value(shape, out))
-}
-
 impl Kernel for Add {
     fn run(&self, inputs: &Inputs) -> OpResult<Value> {
-        let (x, y) = (inputs.get(0)?, inputs.get(1)?);
-        expect_q(x, self.qtype, self.inputs[0])?;
-        expect_q(y, self.qtype, self.inputs[1])?;
-        with_q8!(self.qtype, run_typed(self, x, y))
+        run_binary(inputs, self.inputs, self.qtype, |p, q| self.element(p, q))
     }
 }

@@ -2,9 +2,37 @@
 //! per-element arithmetic unchanged (as LiteRT's broadcast reference
 //! routines).
 
-use super::op::{OpResult, fail};
-use super::value::Q8;
+use super::op::{Inputs, OpResult, expect_q, fail, q_slice, q_value};
+use super::value::{Q8, QType, Value, with_q8};
 use quant_core::integer::TensorIndex;
+
+/// Runs a binary 8-bit op: checks that both inputs (tensors `operands`)
+/// hold `qtype` levels, broadcasts them, and maps each pair of input
+/// levels to an output level with `element`.
+pub(crate) fn run_binary(
+    inputs: &Inputs,
+    operands: [TensorIndex; 2],
+    qtype: QType,
+    element: impl Fn(i32, i32) -> i32,
+) -> OpResult<Value> {
+    let (x, y) = (inputs.get(0)?, inputs.get(1)?);
+    expect_q(x, qtype, operands[0])?;
+    expect_q(y, qtype, operands[1])?;
+    with_q8!(qtype, run_typed(x, y, operands, element))
+}
+
+fn run_typed<T: Q8>(
+    x: &Value,
+    y: &Value,
+    operands: [TensorIndex; 2],
+    element: impl Fn(i32, i32) -> i32,
+) -> OpResult<Value> {
+    let shape = broadcast_shape(&x.shape, &y.shape, operands[1])?;
+    let a = q_slice::<T>(x, operands[0])?;
+    let b = q_slice::<T>(y, operands[1])?;
+    let out = binary((a, &x.shape), (b, &y.shape), &shape, element);
+    Ok(q_value(shape, out))
+}
 
 /// The broadcast shape of `a` and `b`, or an error blaming `t`.
 pub(crate) fn broadcast_shape(a: &[usize], b: &[usize], t: TensorIndex) -> OpResult<Vec<usize>> {
