@@ -24,8 +24,9 @@ pub enum AttrValue {
     Type(DType),
     /// A shape (`shape`); `None` is a shape of unknown rank.
     Shape(Option<Shape>),
-    /// A tensor (`tensor`).
-    Tensor(Tensor),
+    /// A tensor (`tensor`). Boxed so that the other variants, which make up
+    /// most attributes, stay small.
+    Tensor(Box<Tensor>),
     /// A function name (`func`), kept so unknown ops round-trip.
     Func(String),
     /// A list of integers.
@@ -204,7 +205,7 @@ impl From<DType> for AttrValue {
 }
 impl From<Tensor> for AttrValue {
     fn from(v: Tensor) -> Self {
-        AttrValue::Tensor(v)
+        AttrValue::Tensor(Box::new(v))
     }
 }
 impl From<Vec<i64>> for AttrValue {

@@ -22,7 +22,7 @@ use crate::attr::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::GraphError;
 use crate::graph::{Graph, NewNode, NodeId, OutletId, OutputFact};
-use crate::ops::OpRegistry;
+use crate::ops::{OpRegistry, check_inputs_and_attrs, infer_with};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
@@ -126,15 +126,17 @@ impl<'r> GraphBuilder<'r> {
         inputs: &[OutletId],
         attrs: Attrs,
     ) -> Result<NodeId, GraphError> {
-        let outputs = self.registry.get(op).map_or(1, |s| s.outputs);
+        let spec = self.registry.get(op);
         let mut new = NewNode::new(self.scoped_name(name), op).inputs(inputs.iter().copied());
         new.attrs = attrs;
-        new.outputs = vec![OutputFact::default(); outputs];
-        let id = self.graph.add_node(new)?;
-        self.registry.check_node(&self.graph, id)?;
-        let facts = self.registry.infer_node(&self.graph, id)?;
-        self.graph.set_outputs(id, facts)?;
-        Ok(id)
+        self.graph.add_node_with(new, |graph, node| match spec {
+            Some(spec) => {
+                check_inputs_and_attrs(node, spec)?;
+                infer_with(graph, node, spec)
+            }
+            // An unknown op gets one output of unknown dtype and shape.
+            None => Ok(vec![OutputFact::default()]),
+        })
     }
 
     fn op1(

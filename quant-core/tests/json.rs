@@ -90,7 +90,7 @@ fn every_attribute_kind_and_odd_floats_round_trip() {
     g.set_attr(
         id,
         "f64",
-        AttrValue::Tensor(Tensor::from_vec(&[2], vec![0.1f64, 1.0 / 3.0]).unwrap()),
+        AttrValue::from(Tensor::from_vec(&[2], vec![0.1f64, 1.0 / 3.0]).unwrap()),
     );
     let back = from_json(&to_json(&g), registry()).unwrap();
     // NaN != NaN, so compare the JSON text and the bits.

@@ -7,7 +7,7 @@
 
 mod dump;
 mod edit;
-mod hash;
+pub(crate) mod hash;
 mod topo;
 
 pub use dump::dump;
@@ -228,7 +228,7 @@ impl Node {
     /// Tensor attribute `name`.
     pub fn attr_tensor(&self, name: &str) -> Result<&crate::Tensor, GraphError> {
         self.typed_attr(name, "tensor", |v| match v {
-            AttrValue::Tensor(t) => Some(t),
+            AttrValue::Tensor(t) => Some(&**t),
             _ => None,
         })
     }
@@ -298,8 +298,12 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
         return Err("node names must not be empty".into());
     }
     // Most names are plain ASCII: check those byte by byte, and only
-    // decode the others to look for Unicode whitespace.
-    if name.bytes().all(|b| b.is_ascii_graphic() && b != b':') && !name.starts_with('^') {
+    // decode the others to look for Unicode whitespace. The fold has no
+    // early exit, so the compiler can check many bytes at once.
+    let plain = name
+        .bytes()
+        .fold(true, |ok, b| ok & b.is_ascii_graphic() & (b != b':'));
+    if plain && !name.starts_with('^') {
         return Ok(());
     }
     if name.contains(':') || name.starts_with('^') || name.chars().any(char::is_whitespace) {
@@ -475,6 +479,17 @@ impl Graph {
     /// Adds a node after every existing one. Its name must be unused and its
     /// inputs must refer to existing outputs.
     pub fn add_node(&mut self, new: NewNode) -> Result<NodeId, GraphError> {
+        self.add_node_with(new, |_, node| Ok(std::mem::take(&mut node.outputs)))
+    }
+
+    /// [`Graph::add_node`], with the output facts computed by `facts` from
+    /// the checked node before it joins the graph (its inputs are in the
+    /// graph, it is not). On error nothing is added.
+    pub(crate) fn add_node_with(
+        &mut self,
+        new: NewNode,
+        facts: impl FnOnce(&Graph, &mut Node) -> Result<Vec<OutputFact>, GraphError>,
+    ) -> Result<NodeId, GraphError> {
         check_node_name(&new.name).map_err(|message| GraphError::Attr {
             node: new.name.clone(),
             attr: "name".into(),
@@ -486,30 +501,32 @@ impl Graph {
         for (i, &input) in new.inputs.iter().enumerate() {
             self.check_outlet(&new.name, i, input)?;
         }
-        let id = NodeId(self.nodes.len() as u32);
-        for (slot, &input) in new.inputs.iter().enumerate() {
-            self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
-        }
-        self.by_name.insert(new.name.clone(), id);
-        self.count_scopes(&new.name, true);
-        self.consumers.push(vec![Vec::new(); new.outputs.len()]);
-        self.nodes.push(Some(Node {
+        let mut node = Node {
             name: new.name,
             op: new.op,
             inputs: new.inputs,
             control_inputs: Vec::new(),
             attrs: new.attrs,
             outputs: new.outputs,
-        }));
+        };
+        node.outputs = facts(self, &mut node)?;
+        let id = NodeId(self.nodes.len() as u32);
+        for (slot, &input) in node.inputs.iter().enumerate() {
+            self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
+        }
+        self.by_name.insert(node.name.clone(), id);
+        self.count_scopes(&node.name, true);
+        self.consumers.push(vec![Vec::new(); node.outputs.len()]);
+        self.nodes.push(Some(node));
         self.live += 1;
         Ok(id)
     }
 
     /// Replaces the data inputs of `id`.
     pub fn set_inputs(&mut self, id: NodeId, inputs: Vec<OutletId>) -> Result<(), GraphError> {
-        let name = self.node(id).name.clone();
+        let name = &self.node(id).name;
         for (i, &input) in inputs.iter().enumerate() {
-            self.check_outlet(&name, i, input)?;
+            self.check_outlet(name, i, input)?;
         }
         let old = std::mem::take(&mut self.node_mut(id).inputs);
         for (slot, input) in old.into_iter().enumerate() {
@@ -525,17 +542,16 @@ impl Graph {
 
     /// Connects input `inlet` to `outlet`.
     pub fn set_input(&mut self, inlet: InletId, outlet: OutletId) -> Result<(), GraphError> {
-        let name = self.node(inlet.node).name.clone();
-        self.check_outlet(&name, inlet.slot, outlet)?;
-        let old = *self
-            .node(inlet.node)
+        let node = self.node(inlet.node);
+        self.check_outlet(&node.name, inlet.slot, outlet)?;
+        let old = *node
             .inputs
             .get(inlet.slot)
             .ok_or_else(|| GraphError::Arity {
-                node: name.clone(),
-                op: self.node(inlet.node).op.clone(),
+                node: node.name.clone(),
+                op: node.op.clone(),
                 expected: format!("an input at position {}", inlet.slot),
-                found: self.node(inlet.node).inputs.len(),
+                found: node.inputs.len(),
             })?;
         self.consumers[old.node.index()][old.slot].retain(|c| *c != inlet);
         self.consumers[outlet.node.index()][outlet.slot].push(inlet);
@@ -592,7 +608,9 @@ impl Graph {
     }
 
     fn count_scopes(&mut self, name: &str, added: bool) {
-        for (i, _) in name.match_indices('/') {
+        // Names are short: a plain byte scan beats `match_indices`' memchr.
+        let slashes = name.bytes().enumerate().filter(|&(_, b)| b == b'/');
+        for (i, _) in slashes {
             let scope = &name[..i];
             if added {
                 // Look up before inserting: most scopes already exist, and

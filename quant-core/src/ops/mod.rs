@@ -18,8 +18,8 @@ pub use infer::InferCtx;
 
 use crate::attr::{AttrKind, AttrValue};
 use crate::error::GraphError;
-use crate::graph::{Graph, NodeId, OutputFact};
-use std::collections::BTreeMap;
+use crate::graph::hash::NameMap;
+use crate::graph::{Graph, Node, NodeId, OutputFact};
 use std::sync::{Arc, LazyLock};
 
 /// How many data inputs an op takes.
@@ -128,9 +128,11 @@ impl OpSpec {
 }
 
 /// A set of op specs keyed by op type.
+///
+/// Hashed by name: every node a builder adds looks its op up once.
 #[derive(Clone, Debug, Default)]
 pub struct OpRegistry {
-    ops: BTreeMap<String, OpSpec>,
+    ops: NameMap<OpSpec>,
 }
 
 static BUILTIN: LazyLock<OpRegistry> = LazyLock::new(|| {
@@ -175,7 +177,9 @@ impl OpRegistry {
 
     /// The known op types, sorted.
     pub fn op_types(&self) -> impl Iterator<Item = &str> {
-        self.ops.keys().map(String::as_str)
+        let mut types: Vec<&str> = self.ops.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        types.into_iter()
     }
 
     /// Checks a known op's input count, output count and attribute types.
@@ -185,58 +189,8 @@ impl OpRegistry {
         let Some(spec) = self.get(node.op()) else {
             return Ok(());
         };
-        for attr in &spec.attrs {
-            match node.attr(attr.name) {
-                Some(value) if !value.fits(attr.kind) => {
-                    return Err(GraphError::Attr {
-                        node: node.name().to_string(),
-                        attr: attr.name.to_string(),
-                        message: format!(
-                            "expected {}, found {}",
-                            attr.kind.name(),
-                            value.kind().name()
-                        ),
-                    });
-                }
-                None if attr.default.is_none() => {
-                    return Err(GraphError::Attr {
-                        node: node.name().to_string(),
-                        attr: attr.name.to_string(),
-                        message: format!("required {} attribute is missing", attr.kind.name()),
-                    });
-                }
-                _ => {}
-            }
-        }
-        let found = node.inputs().len();
-        let ok = match spec.inputs {
-            Arity::Exact(n) => found == n,
-            Arity::Range(a, b) => (a..=b).contains(&found),
-            Arity::AttrPlus(attr, extra) => {
-                let n = node.attr_int(attr)?;
-                usize::try_from(n).is_ok_and(|n| n + extra == found)
-            }
-        };
-        if !ok {
-            return Err(GraphError::Arity {
-                node: node.name().to_string(),
-                op: node.op().to_string(),
-                expected: spec.inputs.describe(),
-                found,
-            });
-        }
-        if node.outputs().len() != spec.outputs {
-            return Err(GraphError::Inference {
-                node: node.name().to_string(),
-                op: node.op().to_string(),
-                message: format!(
-                    "the op has {} outputs, the node declares {}",
-                    spec.outputs,
-                    node.outputs().len()
-                ),
-            });
-        }
-        Ok(())
+        check_inputs_and_attrs(node, spec)?;
+        check_output_count(node, spec)
     }
 
     /// Infers the output facts of a known op from its inputs' facts.
@@ -246,20 +200,91 @@ impl OpRegistry {
         let Some(spec) = self.get(node.op()) else {
             return Ok(node.outputs().to_vec());
         };
-        let ctx = InferCtx::new(graph, node, spec);
-        let facts = (spec.infer)(&ctx).map_err(|message| GraphError::Inference {
+        infer_with(graph, node, spec)
+    }
+}
+
+/// The attribute and input-arity checks of [`OpRegistry::check_node`], for a
+/// node that need not be in `graph` yet (its inputs are).
+pub(crate) fn check_inputs_and_attrs(node: &Node, spec: &OpSpec) -> Result<(), GraphError> {
+    for attr in &spec.attrs {
+        match node.attr(attr.name) {
+            Some(value) if !value.fits(attr.kind) => {
+                return Err(GraphError::Attr {
+                    node: node.name().to_string(),
+                    attr: attr.name.to_string(),
+                    message: format!(
+                        "expected {}, found {}",
+                        attr.kind.name(),
+                        value.kind().name()
+                    ),
+                });
+            }
+            None if attr.default.is_none() => {
+                return Err(GraphError::Attr {
+                    node: node.name().to_string(),
+                    attr: attr.name.to_string(),
+                    message: format!("required {} attribute is missing", attr.kind.name()),
+                });
+            }
+            _ => {}
+        }
+    }
+    let found = node.inputs().len();
+    let ok = match spec.inputs {
+        Arity::Exact(n) => found == n,
+        Arity::Range(a, b) => (a..=b).contains(&found),
+        Arity::AttrPlus(attr, extra) => {
+            let n = node.attr_int(attr)?;
+            usize::try_from(n).is_ok_and(|n| n + extra == found)
+        }
+    };
+    if !ok {
+        return Err(GraphError::Arity {
             node: node.name().to_string(),
             op: node.op().to_string(),
-            message,
-        })?;
-        debug_assert_eq!(
-            facts.len(),
-            spec.outputs,
-            "inference of {} returned the wrong output count",
-            spec.name
-        );
-        Ok(facts)
+            expected: spec.inputs.describe(),
+            found,
+        });
     }
+    Ok(())
+}
+
+fn check_output_count(node: &Node, spec: &OpSpec) -> Result<(), GraphError> {
+    if node.outputs().len() != spec.outputs {
+        return Err(GraphError::Inference {
+            node: node.name().to_string(),
+            op: node.op().to_string(),
+            message: format!(
+                "the op has {} outputs, the node declares {}",
+                spec.outputs,
+                node.outputs().len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Output fact inference with `spec` for `node`, whose inputs are in
+/// `graph` (the node itself need not be).
+pub(crate) fn infer_with(
+    graph: &Graph,
+    node: &Node,
+    spec: &OpSpec,
+) -> Result<Vec<OutputFact>, GraphError> {
+    let ctx = InferCtx::new(graph, node, spec);
+    let facts = (spec.infer)(&ctx).map_err(|message| GraphError::Inference {
+        node: node.name().to_string(),
+        op: node.op().to_string(),
+        message,
+    })?;
+    debug_assert_eq!(
+        facts.len(),
+        spec.outputs,
+        "inference of {} returned the wrong output count",
+        spec.name
+    );
+    Ok(facts)
 }
 
 impl Graph {

@@ -248,7 +248,7 @@ fn attr_from_json(v: AttrJson<Box<RawValue>>) -> Result<AttrValue, TensorError> 
         AttrJson::Str(x) => AttrValue::Str(x),
         AttrJson::Type(x) => AttrValue::Type(x),
         AttrJson::Shape(x) => AttrValue::Shape(x),
-        AttrJson::Tensor(t) => AttrValue::Tensor(tensor_from_json(t)?),
+        AttrJson::Tensor(t) => AttrValue::from(tensor_from_json(t)?),
         AttrJson::Func(x) => AttrValue::Func(x),
         AttrJson::Ints(x) => AttrValue::Ints(x),
         AttrJson::Floats(x) => AttrValue::Floats(x.into_iter().map(|f| f.0).collect()),

@@ -69,7 +69,7 @@ impl Session {
             if node.op() == "Variable" {
                 match node.attr("initial_value") {
                     Some(AttrValue::Tensor(t)) => {
-                        variables.insert(node.name().to_string(), Arc::new(t.clone()));
+                        variables.insert(node.name().to_string(), Arc::new(Tensor::clone(t)));
                     }
                     _ => {
                         return Err(ExecError::Variable {

@@ -160,7 +160,7 @@ fn attr(node: &str, key: &str, value: &TfAttr) -> Result<AttrValue, GraphError> 
         Value::B(b) => AttrValue::Bool(*b),
         Value::Type(t) => AttrValue::Type(dtype(*t).map_err(err)?),
         Value::Shape(s) => AttrValue::Shape(shape(s)),
-        Value::Tensor(t) => AttrValue::Tensor(tensor(t).map_err(|source| GraphError::Tensor {
+        Value::Tensor(t) => AttrValue::from(tensor(t).map_err(|source| GraphError::Tensor {
             node: node.to_string(),
             source,
         })?),
