@@ -7,8 +7,10 @@
 //! Each conv is timed forward, per gradient (input, filter) and as a whole
 //! training step (forward + both gradients); the matmul forward and backward
 //! (`dA = dY·Bᵀ`, `dB = Aᵀ·dY`). Everything runs on rayon's global pool.
-//! Each benchmark runs twice: on the default gemm backend (`forward`, ...)
-//! and on the portable matrixmultiply one (`portable_forward`, ...).
+//! Each benchmark runs three times: on the default gemm backend (`forward`,
+//! ...: implicit GEMM where it applies), on the packed GEMM with explicit
+//! im2col patches (`im2col_forward`, ...) and on the portable matrixmultiply
+//! one (`portable_forward`, ...).
 //!
 //! Run: `cargo bench -p quant-kernels --bench conv`.
 
@@ -78,7 +80,11 @@ fn bench_conv(c: &mut Criterion, name: &str, x_shape: [usize; 4], w_shape: [usiz
 }
 
 /// The gemm backends compared, with the prefix of their benchmark ids.
-const BACKENDS: [(Backend, &str); 2] = [(Backend::Auto, ""), (Backend::Portable, "portable_")];
+const BACKENDS: [(Backend, &str); 3] = [
+    (Backend::Auto, ""),
+    (Backend::Explicit, "im2col_"),
+    (Backend::Portable, "portable_"),
+];
 
 fn bench(c: &mut Criterion) {
     bench_conv(

@@ -27,14 +27,20 @@
 //!   Blocks are independent; no reduction is needed. Calls made from inside a
 //!   rayon task nest naturally (work stealing), so convolutions may also
 //!   parallelise over the batch.
+//! - **Implicit GEMM.** [`gemm_gather`] multiplies a [`Gather`] operand —
+//!   rows assembled from spans of a flat buffer, e.g. convolution patches
+//!   read from the image — without materialising it, on the calling thread
+//!   (callers parallelise). [`implicit_available`] tells callers whether it
+//!   runs in place; elsewhere it copies row blocks out and uses [`gemm`]'s
+//!   path. [`Backend::Explicit`] forces the copying (benchmarks compare).
 //! - **Small products** (fewer than [`MIN_BLOCK_MACS`] multiply-adds per
 //!   block) run on the calling thread.
 //! - **Semantics.** As BLAS: when `β = 0` the old contents of C are not read
 //!   (NaN in C does not leak); `k = 0` gives `C ← β·C`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul, s};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -59,22 +65,164 @@ pub enum Backend {
     Auto,
     /// ndarray's `general_mat_mul` (matrixmultiply) on every CPU.
     Portable,
+    /// As [`Backend::Auto`] for [`gemm`], but [`gemm_gather`] copies its
+    /// gathered operand out before multiplying, and [`implicit_available`]
+    /// is false (so convolutions take their im2col path).
+    Explicit,
 }
 
-static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
+/// The selected [`Backend`], as its index in `BACKENDS`.
+static BACKEND: AtomicU8 = AtomicU8::new(0);
 
-/// Selects the backend of every later [`gemm`] call in the process (both
+const BACKENDS: [Backend; 3] = [Backend::Auto, Backend::Portable, Backend::Explicit];
+
+/// Selects the backend of every later [`gemm`] call in the process (all
 /// give the same results up to rounding; meant for benchmarks).
 pub fn set_backend(backend: Backend) {
-    FORCE_PORTABLE.store(backend == Backend::Portable, Ordering::Relaxed);
+    let index = BACKENDS.iter().position(|&b| b == backend).unwrap_or(0);
+    BACKEND.store(index as u8, Ordering::Relaxed);
 }
 
 /// The backend selected by [`set_backend`] ([`Backend::Auto`] by default).
 pub fn backend() -> Backend {
-    if FORCE_PORTABLE.load(Ordering::Relaxed) {
-        Backend::Portable
-    } else {
-        Backend::Auto
+    BACKENDS[usize::from(BACKEND.load(Ordering::Relaxed)) % BACKENDS.len()]
+}
+
+/// True when [`gemm_gather`] multiplies in place, without copying its
+/// gathered operand (the implicit GEMM): the [`Backend::Auto`] backend on an
+/// AVX2 + FMA CPU. Callers choose between implicit and explicit
+/// (im2col-style) algorithms with this.
+pub fn implicit_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if backend() == Backend::Auto && avx2::Avx2Fma::detect().is_some() {
+        return true;
+    }
+    false
+}
+
+/// A matrix `A` (`m × k`) whose rows are read straight out of a flat buffer
+/// (the operand of an implicit GEMM, e.g. convolution patches read from the
+/// image itself).
+///
+/// Row `i` starts at `data[rows[i]]`; its `k` elements are the spans
+/// `(offset, len)` taken in order, span element `p < len` being
+/// `data[rows[i] + offset + p·step]`. So `k = Σ len`, and every row uses the
+/// same spans.
+#[derive(Clone, Copy, Debug)]
+pub struct Gather<'a> {
+    data: &'a [f32],
+    rows: &'a [usize],
+    spans: &'a [(usize, usize)],
+    step: usize,
+}
+
+impl<'a> Gather<'a> {
+    /// The gathered matrix, or `None` when some element would lie outside
+    /// `data` or `step` is 0.
+    pub fn new(
+        data: &'a [f32],
+        rows: &'a [usize],
+        spans: &'a [(usize, usize)],
+        step: usize,
+    ) -> Option<Self> {
+        if step == 0 {
+            return None;
+        }
+        let last_row = rows.iter().copied().max().unwrap_or(0);
+        for &(offset, len) in spans.iter().filter(|s| s.1 > 0) {
+            let end = (len - 1)
+                .checked_mul(step)
+                .and_then(|e| e.checked_add(offset))
+                .and_then(|e| e.checked_add(last_row))?;
+            if end >= data.len() {
+                return None;
+            }
+        }
+        Some(Gather {
+            data,
+            rows,
+            spans,
+            step,
+        })
+    }
+
+    /// Rows (`m`).
+    pub fn nrows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Columns (`k`, the total length of the spans).
+    pub fn ncols(&self) -> usize {
+        self.spans.iter().map(|s| s.1).sum()
+    }
+
+    /// Copies rows `range` into `dst` as a row-major `range.len() × k`
+    /// matrix.
+    fn copy_rows(&self, range: std::ops::Range<usize>, dst: &mut [f32]) {
+        let k = self.ncols();
+        for (&row, out) in self.rows[range].iter().zip(dst.chunks_exact_mut(k.max(1))) {
+            let mut out = out.iter_mut();
+            for &(offset, len) in self.spans.iter().filter(|s| s.1 > 0) {
+                let src = self.data[row + offset..].iter().step_by(self.step);
+                out.by_ref().zip(src.take(len)).for_each(|(d, &v)| *d = v);
+            }
+        }
+    }
+}
+
+/// Rows of a [`Gather`] operand copied out at a time by the explicit path.
+const GATHER_ROWS: usize = 256;
+
+/// `C ← α·A·B + β·C` for a gathered `A` (`m × k`), `B: k×n`, `C: m×n`, on
+/// the calling thread (callers parallelise over independent products).
+///
+/// With [`implicit_available`], A is never copied out: the packed kernel
+/// broadcasts its elements straight from the gathered buffer. Otherwise
+/// blocks of rows are copied into a dense matrix and go through [`gemm`]'s
+/// per-block path.
+///
+/// # Panics
+///
+/// If the shapes do not agree.
+pub fn gemm_gather(alpha: f32, a: &Gather, b: ArrayView2<f32>, beta: f32, c: ArrayViewMut2<f32>) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(
+        b.nrows() == k && c.dim() == (m, n),
+        "gemm_gather: A is {m}×{k}, B is {:?}, C is {:?}",
+        b.dim(),
+        c.dim()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if implicit_available()
+        && let Some(cpu) = avx2::Avx2Fma::detect()
+        && m > 0
+        && k > 0
+        && n > 0
+        && b.strides().iter().chain(c.strides()).all(|&s| s >= 0)
+    {
+        packed::gemm_gather(cpu, alpha, a, b, beta, c);
+        return;
+    }
+    gemm_gather_explicit(alpha, a, b, beta, c);
+}
+
+/// [`gemm_gather`] by copying blocks of A's rows out and multiplying them
+/// with [`gemm_block`].
+fn gemm_gather_explicit(
+    alpha: f32,
+    a: &Gather,
+    b: ArrayView2<f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let (m, k) = (a.nrows(), a.ncols());
+    let mut buf = vec![0.0; GATHER_ROWS.min(m) * k];
+    for start in (0..m).step_by(GATHER_ROWS) {
+        let end = (start + GATHER_ROWS).min(m);
+        let dense = &mut buf[..(end - start) * k];
+        a.copy_rows(start..end, dense);
+        let dense = ArrayView2::from_shape((end - start, k), dense).expect("buffer");
+        gemm_block(alpha, dense, b, beta, c.slice_mut(s![start..end, ..]));
     }
 }
 
@@ -139,7 +287,7 @@ fn gemm_block(
     mut c: ArrayViewMut2<f32>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if backend() == Backend::Auto
+    if backend() != Backend::Portable
         && row_major(&a)
         && row_major(&b)
         && let Some(cpu) = avx2::Avx2Fma::detect()
@@ -376,6 +524,95 @@ mod tests {
             c.view_mut(),
         );
         assert!(c.iter().all(|&v| v == 1.5));
+    }
+
+    /// A random gathered `m × k` matrix over `data`: `runs` spans of random
+    /// lengths (some past `KC_GATHER`, some empty) `step` apart, rows at
+    /// random offsets. Returns the data, row offsets and spans.
+    fn random_gather(
+        rng: &mut Rng,
+        m: usize,
+        lens: &[usize],
+        step: usize,
+    ) -> (Vec<f32>, Vec<usize>, Vec<(usize, usize)>) {
+        let mut spans = Vec::new();
+        let mut end = 0;
+        for &len in lens {
+            let offset = rng.below(50);
+            end = end.max(offset + len.saturating_sub(1) * step + 1);
+            spans.push((offset, len));
+        }
+        let rows: Vec<usize> = (0..m).map(|_| rng.below(40)).collect();
+        let data = (0..end + 40).map(|_| rng.uniform()).collect();
+        (data, rows, spans)
+    }
+
+    /// The gathered matrix written out by its definition.
+    fn dense(data: &[f32], rows: &[usize], spans: &[(usize, usize)], step: usize) -> Array2<f32> {
+        let k: usize = spans.iter().map(|s| s.1).sum();
+        let mut a = Array2::zeros((rows.len(), k));
+        for (i, &row) in rows.iter().enumerate() {
+            let mut col = 0;
+            for &(offset, len) in spans {
+                for p in 0..len {
+                    a[[i, col]] = data[row + offset + p * step];
+                    col += 1;
+                }
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn gathered_products_match_reference() {
+        let mut rng = Rng::new(3);
+        let kc = packed::KC_GATHER;
+        let shapes: [(usize, &[usize], usize); 8] = [
+            (1, &[1], 1),
+            (5, &[3, 0, 7], 1),
+            (6, &[80, 80, 80, 80, 80], 1),
+            (13, &[14; 20], 48),
+            (97, &[kc - 1, 2], 3),
+            (7, &[kc, kc + 1], 1),
+            (200, &[2 * kc + 5], 2),
+            (3, &[], 1),
+        ];
+        for (m, lens, step) in shapes {
+            for n in [1, 16, 17, 32, 40] {
+                let (data, rows, spans) = random_gather(&mut rng, m, lens, step);
+                let a = Gather::new(&data, &rows, &spans, step).expect("in bounds");
+                let dense = dense(&data, &rows, &spans, step);
+                let b: Array2<f32> = rng.array((dense.ncols(), n));
+                for fc in [false, true] {
+                    let c0: Array2<f32> = rng.array((m, n).set_f(fc));
+                    let (alpha, beta) = (0.5 + rng.uniform(), rng.uniform());
+                    let want = reference(
+                        alpha.into(),
+                        &to_f64(&dense),
+                        &to_f64(&b),
+                        beta.into(),
+                        &to_f64(&c0),
+                    );
+                    let what = format!("{m}×{lens:?}×{n} step {step} fc={fc}");
+                    let mut c = c0.clone();
+                    gemm_gather(alpha, &a, b.view(), beta, c.view_mut());
+                    assert_close(&c, &want, 2e-5, &what);
+                    let mut c = c0.clone();
+                    gemm_gather_explicit(alpha, &a, b.view(), beta, c.view_mut());
+                    assert_close(&c, &want, 2e-5, &format!("explicit {what}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gather_rejects_out_of_bounds_elements() {
+        let data = [0.0f32; 10];
+        assert!(Gather::new(&data, &[0, 2], &[(3, 3)], 2).is_some()); // last: 2+3+4 = 9
+        assert!(Gather::new(&data, &[0, 3], &[(3, 3)], 2).is_none());
+        assert!(Gather::new(&data, &[0], &[(3, 2)], 0).is_none());
+        assert!(Gather::new(&data, &[9], &[(usize::MAX, 2)], 1).is_none());
+        assert!(Gather::new(&data, &[100], &[(0, 0)], 1).is_some()); // nothing read
     }
 
     #[test]

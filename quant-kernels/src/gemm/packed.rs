@@ -28,12 +28,16 @@
 //!   tile. A column-major C is computed as `Cᵀ = Bᵀ·Aᵀ`; any other C with
 //!   non-unit column stride goes through a scratch tile.
 //! - Packing buffers are per thread, reused across calls, 64-byte aligned.
+//! - [`gemm_gather`] (implicit GEMM) runs the same kernel on a gathered A:
+//!   no A packing at all, each strip passes its six row pointers and the
+//!   current reduction block's spans; B is packed once, whole.
 
 use std::cell::Cell;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, s};
 
-use super::avx2::{Avx2Fma, MR, NR, Strip};
+use super::Gather;
+use super::avx2::{Avx2Fma, GatherStrip, MR, NR, Strip};
 
 /// Longest reduction block (`kc`).
 pub const KC: usize = 256;
@@ -150,6 +154,102 @@ pub(super) fn gemm(
     SCRATCH.set(scratch);
 }
 
+/// Longest reduction block of [`gemm_gather`].
+pub const KC_GATHER: usize = 256;
+/// Rows of C per [`gemm_gather`] block (C's block stays in cache while the
+/// reduction blocks accumulate onto it).
+pub const MC_GATHER: usize = 16 * MR;
+/// Largest C (in floats, 64 KiB) that [`gemm_gather`] updates whole per
+/// reduction block.
+pub const C_WHOLE: usize = 1 << 14;
+
+/// `C ← α·A·B + β·C` for a gathered A, on the calling thread. Shapes must
+/// agree, `m, k, n > 0`, and no stride of B or C is negative.
+///
+/// The loops are [`gemm`]'s, except that A is never packed: each `MR`-row
+/// strip hands the kernel its row pointers and the spans of the current
+/// reduction block ([`Strip::Gather`]). Spans are cut to at most
+/// [`KC_GATHER`] and grouped greedily into reduction blocks of at most that
+/// length; B is packed once, whole.
+pub(super) fn gemm_gather(
+    cpu: Avx2Fma,
+    alpha: f32,
+    a: &Gather,
+    b: ArrayView2<f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    debug_assert!(m > 0 && k > 0 && n > 0 && b.nrows() == k && c.dim() == (m, n));
+    // Spans of at most KC_GATHER, then reduction blocks: (first span, spans,
+    // first row of B, kc).
+    let mut spans = Vec::with_capacity(a.spans.len());
+    for &(offset, len) in a.spans {
+        for start in (0..len).step_by(KC_GATHER) {
+            spans.push((offset + start * a.step, KC_GATHER.min(len - start)));
+        }
+    }
+    let mut blocks: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut p0 = 0;
+    for (i, &(_, len)) in spans.iter().enumerate() {
+        match blocks.last_mut() {
+            Some(b) if b.3 + len <= KC_GATHER => {
+                b.1 += 1;
+                b.3 += len;
+            }
+            _ => blocks.push((i, 1, p0, len)),
+        }
+        p0 += len;
+    }
+    let kc_max = blocks.iter().map(|b| b.3).max().unwrap_or(1);
+    let nc_max = (B_BLOCK / kc_max).max(NR) / NR * NR;
+    let mut scratch = SCRATCH.take();
+    let bp = aligned(&mut scratch.b, n.div_ceil(NR) * NR * k);
+    pack_b(b, bp);
+    // A small C stays in cache whole: sweep it once per reduction block (a
+    // long reduction, e.g. a filter gradient, then streams through A and B
+    // once). A tall C is cut into row blocks that each see every reduction
+    // block while they are in cache.
+    let mc_max = if m * n <= C_WHOLE { m } else { MC_GATHER };
+    let base = a.data.as_ptr();
+    for jc in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - jc);
+        for ic in (0..m).step_by(mc_max) {
+            let mc = mc_max.min(m - ic);
+            for (q, &(first, count, p0, kc)) in blocks.iter().enumerate() {
+                let beta = if q == 0 { beta } else { 1.0 };
+                let block = &spans[first..first + count];
+                for ir in (0..mc).step_by(MR) {
+                    let mr = MR.min(mc - ir);
+                    let rows = &a.rows[ic + ir..ic + ir + mr];
+                    // Rows past `mr` repeat row 0: read, never stored.
+                    let ptrs = std::array::from_fn(|i| {
+                        base.wrapping_add(rows.get(i).copied().unwrap_or(rows[0]))
+                    });
+                    let strip = Strip::Gather(GatherStrip {
+                        rows: ptrs,
+                        spans: block.as_ptr(),
+                        nspans: block.len(),
+                        step: a.step,
+                    });
+                    for jr in (0..nc).step_by(NR) {
+                        let col = jc + jr;
+                        let panel = &bp[(col / NR) * NR * k + p0 * NR..][..kc * NR];
+                        let tile = Tile {
+                            row: ic + ir,
+                            col,
+                            rows: mr,
+                            cols: NR.min(nc - jr),
+                        };
+                        tile.run(cpu, kc, strip, panel, &mut c, alpha, beta);
+                    }
+                }
+            }
+        }
+    }
+    SCRATCH.set(scratch);
+}
+
 /// One micro-kernel tile of C: `rows × cols` (at most `MR × NR`) at
 /// `(row, col)`.
 struct Tile {
@@ -181,7 +281,9 @@ impl Tile {
         if cs == 1 || self.cols == 1 {
             let dst = c.as_mut_ptr().wrapping_add(self.row * rs + self.col * cs);
             // SAFETY: `strip` covers MR rows × kc of A (built by `gemm` from
-            // in-bounds indices or a packed buffer of MR·kc floats); `panel`
+            // in-bounds indices or a packed buffer of MR·kc floats, or by
+            // `gemm_gather` from a `Gather`, whose constructor checked that
+            // every row start + span element is inside its data); `panel`
             // holds kc·NR floats (asserted); the tile's rows × cols elements
             // lie inside `c` (asserted) with unit column stride (or a single
             // column) and row stride `rs`, and `c` is borrowed mutably, so

@@ -31,6 +31,17 @@
 //!   Measured on MNIST layer 1 (batch 64): forward 2.8 ms → 0.9 ms.
 //! - Scratch buffers are reused across the groups a rayon job processes
 //!   (`for_each_init` / `fold`).
+//! - **Implicit GEMM** ([`implicit`] module). With AVX2 + FMA, when a
+//!   patch row is made of runs of at least [`implicit::MIN_RUN`] contiguous
+//!   floats, the three products read the patches straight out of a padded
+//!   copy of the images instead of an im2col matrix; the input gradient
+//!   (stride 1) becomes a forward correlation of the padded `dy` with the
+//!   flipped filter, with no `dcols` or col2im. MNIST layer 2 (batch 64,
+//!   1 thread, CPU time, noisy shared machine): forward 8.3 → 5.3 ms, input
+//!   gradient 8.4 → 5.5 ms, filter gradient 8.4 → 5.0 ms. The im2col path
+//!   below stays for everything else (and for [`Backend::Explicit`]).
+//!
+//!   [`Backend::Explicit`]: crate::gemm::Backend::Explicit
 //! - **Pointwise fast path.** A 1×1, stride-1, unpadded conv is a plain gemm
 //!   on the NHWC data viewed as `[n·h·w, in]`: no im2col at all.
 //! - The filter's shape decides the kernel size: `window.kernel` is ignored.
@@ -41,6 +52,8 @@ use rayon::prelude::*;
 use super::layout::{dims, slice};
 use super::window::Window2d;
 use crate::gemm::gemm;
+
+mod implicit;
 
 /// Target size (in f32s) of one group's im2col buffer: 1 MiB.
 pub const COLS_TARGET: usize = 1 << 18;
@@ -227,6 +240,10 @@ pub fn conv2d(
         );
         return Ok(y);
     }
+    if cv.implicit_forward() {
+        implicit::forward(&cv, x.view(), w, y.view_mut());
+        return Ok(y);
+    }
     let g = group_size(cv.n, p * k);
     let groups = y
         .axis_chunks_iter_mut(Axis(0), g)
@@ -266,6 +283,10 @@ pub fn conv2d_backprop_input(
             0.0,
             rows_mut(&mut dx, cv.n * p, cv.c),
         );
+        return Ok(dx);
+    }
+    if cv.implicit_backprop_input() {
+        implicit::backprop_input(&cv, w, dy.view(), dx.view_mut());
         return Ok(dx);
     }
     let g = group_size(cv.n, p * k);
@@ -329,6 +350,10 @@ pub fn conv2d_backprop_filter(
             0.0,
             dw.view_mut(),
         );
+        return Ok(into_filter(dw, filter_shape));
+    }
+    if cv.implicit_backprop_filter() {
+        let dw = implicit::backprop_filter(&cv, x.view(), dy.view());
         return Ok(into_filter(dw, filter_shape));
     }
     let g = group_size(cv.n, p * k);
@@ -822,6 +847,104 @@ mod tests {
         assert!(layouts.contains(&true) && layouts.contains(&false));
     }
 
+    /// The gradients of `Σ reference(x, f)·dy` with respect to `x` and `f`,
+    /// by the same plain loops in f64.
+    fn reference_grads(
+        x: &Array4<f64>,
+        f: &Array4<f64>,
+        dy: &Array4<f64>,
+        win: &Window2d,
+    ) -> (Array4<f64>, Array4<f64>) {
+        let (n, h, w, c) = x.dim();
+        let (kh, kw) = (f.dim().0, f.dim().1);
+        let win = Window2d {
+            kernel: [kh, kw],
+            ..*win
+        };
+        let g = win.geometry(h, w).unwrap();
+        let ([sh, sw], [dh, dw]) = (win.strides, win.dilations);
+        let (mut dx, mut df) = (Array4::zeros(x.raw_dim()), Array4::zeros(f.raw_dim()));
+        for ((b, oy, ox, oc), &d) in dy.indexed_iter() {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (oy * sh + ky * dh) as isize - g.h.pad_before as isize;
+                    let ix = (ox * sw + kx * dw) as isize - g.w.pad_before as isize;
+                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                        continue;
+                    }
+                    let (iy, ix) = (iy as usize, ix as usize);
+                    for ic in 0..c {
+                        dx[[b, iy, ix, ic]] += d * f[[ky, kx, ic, oc]];
+                        df[[ky, kx, ic, oc]] += d * x[[b, iy, ix, ic]];
+                    }
+                }
+            }
+        }
+        assert_eq!(dx.dim().0, n);
+        (dx, df)
+    }
+
+    /// Shapes on the implicit-GEMM paths, and which of the three each takes
+    /// (forward and filter gradient, input gradient).
+    fn implicit_cases() -> Vec<([usize; 4], [usize; 4], Window2d)> {
+        use Padding::*;
+        let one = [1, 1];
+        vec![
+            ([3, 14, 14, 16], [5, 5, 16, 32], win(one, one, Same)), // MNIST conv2
+            ([2, 11, 13, 16], [5, 5, 16, 17], win(one, one, Same)), // odd sizes, n tail
+            ([2, 12, 12, 8], [3, 3, 8, 33], win(one, one, Valid)),
+            ([2, 13, 17, 5], [4, 4, 5, 6], win(one, one, Same)), // even kernel, m tail
+            ([2, 17, 19, 16], [3, 3, 16, 8], win([2, 2], one, Same)), // stride 2
+            ([1, 20, 18, 6], [3, 5, 6, 16], win([2, 1], one, Valid)), // rect, stride h
+            ([2, 15, 16, 16], [3, 3, 16, 16], win(one, [2, 2], Same)), // dilation 2
+            ([2, 16, 14, 16], [3, 2, 16, 16], win(one, [2, 3], Valid)),
+            (
+                [2, 14, 16, 7],
+                [3, 3, 7, 20],
+                win(one, one, Explicit([[2, 0], [1, 2]])),
+            ),
+            (
+                [1, 12, 20, 8],
+                [2, 3, 8, 16],
+                win([1, 2], one, Explicit([[3, 1], [0, 4]])), // pad > kernel − 1
+            ),
+            ([1, 30, 30, 16], [3, 3, 16, 40], win(one, one, Same)), // KC blocks
+        ]
+    }
+
+    #[test]
+    fn implicit_paths_match_reference() {
+        let mut rng = Rng::new(24);
+        let mut taken = [0; 3];
+        for (xs, fs, w) in implicit_cases() {
+            let cv = Conv::new(xs, fs, &w).unwrap();
+            let paths = [
+                cv.implicit_forward(),
+                cv.implicit_backprop_input(),
+                cv.implicit_backprop_filter(),
+            ];
+            for (t, p) in taken.iter_mut().zip(paths) {
+                *t += usize::from(p);
+            }
+            let (x, f) = random_case(&mut rng, xs, fs);
+            let what = format!("{xs:?} {fs:?} {w:?} {paths:?}");
+            let y = conv2d(x.view(), f.view(), &w).unwrap();
+            let (x64, f64_) = (to_f64(&x), to_f64(&f));
+            assert_close(&y, &reference(&x64, &f64_, &w), 1e-5, &what);
+            let dy: Array4<f32> = rng.array(y.raw_dim());
+            let (want_dx, want_df) = reference_grads(&x64, &f64_, &to_f64(&dy), &w);
+            let dx = conv2d_backprop_input(xs, f.view(), dy.view(), &w).unwrap();
+            let df = conv2d_backprop_filter(x.view(), fs, dy.view(), &w).unwrap();
+            assert_close(&dx, &want_dx, 1e-5, &format!("dx {what}"));
+            assert_close(&df, &want_df, 1e-5, &format!("df {what}"));
+        }
+        // Every implicit path ran on most cases (and the fallbacks on some).
+        if crate::gemm::implicit_available() {
+            assert!(taken.iter().all(|&t| t >= 6), "{taken:?}");
+            assert!(taken[1] < implicit_cases().len(), "{taken:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
@@ -843,6 +966,28 @@ mod tests {
             let lhs = dot(&y, &dy);
             prop_assert!((dot(&x, &dx) - lhs).abs() <= 1e-4 * lhs.abs().max(1.0));
             prop_assert!((dot(&f, &df) - lhs).abs() <= 1e-4 * lhs.abs().max(1.0));
+        }
+
+        #[test]
+        fn random_implicit_shapes_match_reference(
+            n in 1usize..3, h in 1usize..12, w in 1usize..12, c in 4usize..20, o in 1usize..34,
+            kh in 1usize..5, kw in 2usize..5, sh in 1usize..3, sw in 1usize..3,
+            dh in 1usize..3, dw in 1usize..3, same in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            let win = Window2d { kernel: [kh, kw], strides: [sh, sw], dilations: [dh, dw], padding };
+            prop_assume!(win.geometry(h, w).is_ok());
+            let mut rng = Rng::new(seed);
+            let (x, f) = random_case(&mut rng, [n, h, w, c], [kh, kw, c, o]);
+            let (x64, f64_) = (to_f64(&x), to_f64(&f));
+            let y = conv2d(x.view(), f.view(), &win).unwrap();
+            assert_close(&y, &reference(&x64, &f64_, &win), 1e-5, "forward");
+            let dy: Array4<f32> = rng.array(y.raw_dim());
+            let (want_dx, want_df) = reference_grads(&x64, &f64_, &to_f64(&dy), &win);
+            let dx = conv2d_backprop_input([n, h, w, c], f.view(), dy.view(), &win).unwrap();
+            let df = conv2d_backprop_filter(x.view(), [kh, kw, c, o], dy.view(), &win).unwrap();
+            assert_close(&dx, &want_dx, 1e-5, "dx");
+            assert_close(&df, &want_df, 1e-5, "df");
         }
     }
 }
