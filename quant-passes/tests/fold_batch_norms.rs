@@ -247,6 +247,32 @@ fn a_training_mode_batch_norm_is_refused_and_the_graph_left_untouched() {
 }
 
 #[test]
+fn an_nchw_layer_or_batch_norm_is_declined_with_a_reason() {
+    // Our kernels and folds are NHWC: folding an NCHW layer would scale the
+    // wrong axis, so the fold declines it and says which node and why.
+    for (node, training) in [
+        ("test/Conv2D", false),
+        ("test/BatchNorm/FusedBatchNormV3", false),
+        // Declined before the missing moving-average updates are noticed.
+        ("test/Conv2D", true),
+    ] {
+        let mut g = bn_graph(true, training, false);
+        let id = g.id(node).unwrap();
+        g.set_attr(id, "data_format", "NCHW");
+        let before = dump(&g);
+        let report = fold(&mut g);
+        assert!(report.is_empty());
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].node, "test/BatchNorm/FusedBatchNormV3");
+        assert_eq!(
+            report.skipped[0].reason,
+            format!("'{node}' has data_format NCHW: batch norms are folded into NHWC layers only")
+        );
+        assert_eq!(dump(&g), before);
+    }
+}
+
+#[test]
 fn an_invalid_config_is_refused_before_any_pass_runs() {
     let mut g = bn_graph(true, false, false);
     let before = dump(&g);

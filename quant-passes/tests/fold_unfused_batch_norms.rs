@@ -1,8 +1,9 @@
-//! `FoldUnfusedBatchNorms`, eval form (reference semantics §2.5, decision 4):
-//! the folded TensorFlow fixture reproduces TensorFlow's output, the
-//! rewired nodes are those §2.5 item 7 names, rules that must not fire do
-//! not, a second run changes nothing, and the §8 scenarios that apply to the
-//! eval form (9, 41–45) hold.
+//! `FoldUnfusedBatchNorms` (reference semantics §2.5, decision 4), mostly
+//! the eval form: the folded TensorFlow fixture reproduces TensorFlow's
+//! output, the rewired nodes are those §2.5 item 7 names, rules that must
+//! not fire do not (NCHW layers, batch statistics without moving averages),
+//! a second run changes nothing, and the §8 scenarios 9, 36 and 41–45 hold.
+//! The training form against TensorFlow is in `fold_tf_fixtures.rs`.
 
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
@@ -13,7 +14,7 @@ use quant_core::{DType, Graph, OpRegistry, OutletId, Shape, Tensor};
 use quant_passes::passes::fold_unfused_batch_norms::FOLD_UNFUSED;
 use quant_passes::{
     FoldBatchNorms, FoldUnfusedBatchNorms, PassManager, PassReport, QuantizeConfig,
-    create_eval_graph,
+    TrainingOptions, create_eval_graph, experimental_create_training_graph,
 };
 use std::path::Path;
 
@@ -332,18 +333,188 @@ fn a_batch_norm_whose_add_1_has_no_consumers_is_left_alone() {
 }
 
 #[test]
-fn the_training_form_is_not_built_and_leaves_the_graph_alone() {
-    let mut g = conv_bn_relu("test", Some(5), FULL);
+fn in_a_training_rewrite_given_statistics_fold_in_eval_form() {
+    // The statistics are constants, not batch moments of the layer output:
+    // nothing to correct, as for an inference-mode fused batch norm.
+    let g = conv_bn_relu("test", Some(5), FULL);
+    let mut folded = g.clone();
+    let report = fold_with(&mut folded, &QuantizeConfig::training());
+    assert_eq!(report.count(FOLD_UNFUSED), 1, "{:?}", report.skipped);
+    assert!(!dump(&folded).contains("batch_norm_correction"));
+    let feeds = [("input", image(5))];
+    let want = run(g, &feeds, &["test/Relu"]);
+    let got = run(folded, &feeds, &["test/Relu"]);
+    assert!(max_rel_error(&got[0], &want[0]) <= 1e-5);
+}
+
+/// `input [2, 4, 4, 3]` → `test/Conv2D` (3 → 2) → a batch norm on the
+/// batch moments (`tf.nn.moments`: `Mean`, `SquaredDifference`,
+/// `Squeeze`) with no moving averages → `test/Relu`.
+fn batch_moments_without_updates() -> Graph {
+    let mut b = GraphBuilder::new();
+    let x = b
+        .placeholder("input", DType::F32, Shape::known(&[2, 4, 4, 3]))
+        .unwrap();
+    let w = b
+        .constant(
+            "test/weights",
+            Tensor::from_vec(&[1, 1, 3, 2], vec![0.5f32, -0.25, 1.0, 0.75, -0.5, 0.2]).unwrap(),
+        )
+        .unwrap();
+    let y = b
+        .conv2d("test/Conv2D", x, w, [1, 1], Padding::Same)
+        .unwrap();
+    let y = b
+        .scope("test/BatchNorm", |b| {
+            let mean = b.mean("moments/mean", y, &[0, 1, 2], true)?;
+            let stop = b.unary("StopGradient", "moments/StopGradient", mean)?;
+            let sq = b.binary("SquaredDifference", "moments/SquaredDifference", y, stop)?;
+            let var = b.mean("moments/variance", sq, &[0, 1, 2], true)?;
+            let squeeze = |b: &mut GraphBuilder<'_>, name: &str, t| {
+                let a = [(
+                    "squeeze_dims".to_string(),
+                    quant_core::AttrValue::Ints(vec![0, 1, 2]),
+                )];
+                b.add("Squeeze", name, &[t], a.into_iter().collect())
+                    .map(OutletId::from)
+            };
+            let mean = squeeze(b, "moments/Squeeze", mean)?;
+            let var = squeeze(b, "moments/Squeeze_1", var)?;
+            let eps = b.constant("batchnorm_1/add/y", Tensor::scalar(0.001f32))?;
+            let add = b.binary("AddV2", "batchnorm_1/add", var, eps)?;
+            let inv = b.unary("Rsqrt", "batchnorm_1/Rsqrt", add)?;
+            let mul_1 = b.binary("Mul", "batchnorm_1/mul_1", y, inv)?;
+            let mul_2 = b.binary("Mul", "batchnorm_1/mul_2", mean, inv)?;
+            let beta = b.constant("beta", ramp(2, 0.1, 0.2))?;
+            let sub = b.binary("Sub", "batchnorm_1/sub", beta, mul_2)?;
+            b.binary("AddV2", "batchnorm_1/add_1", mul_1, sub)
+        })
+        .unwrap();
+    b.unary("Relu", "test/Relu", y).unwrap();
+    b.finish()
+}
+
+#[test]
+fn batch_statistics_without_moving_averages_are_reported_and_left_alone() {
+    let mut g = batch_moments_without_updates();
     let before = dump(&g);
     let report = fold_with(&mut g, &QuantizeConfig::training());
     assert!(report.is_empty());
     assert_eq!(report.skipped.len(), 1);
-    assert!(
-        report.skipped[0]
-            .reason
-            .starts_with("training-form folding"),
-        "{:?}",
-        report.skipped
+    assert_eq!(report.skipped[0].node, "test/BatchNorm/batchnorm_1/add_1");
+    assert_eq!(
+        report.skipped[0].reason,
+        "batch statistics without a moving-average update of the mean \
+         (Mul(Sub(moving_mean, 'test/BatchNorm/moments/Squeeze'), decay)): the training form \
+         of folding needs the moving statistics"
+    );
+    assert_eq!(dump(&g), before);
+}
+
+/// `scope/Conv2D` (1×1, 3 → 3) → an unfused batch norm on the batch
+/// moments (contrib's names, `keep_dims = false`) with its moving-average
+/// updates → `scope/BatchNorm/Identity` (the "forced updates" form) → `act`.
+fn conv_unfused_training_bn(
+    b: &mut GraphBuilder<'_>,
+    scope: &str,
+    x: OutletId,
+    act: &str,
+) -> OutletId {
+    b.scope(scope, |b| {
+        let w: Vec<f32> = (0..9).map(|i| i as f32 * 0.1 - 0.4).collect();
+        let w = b.variable("weights", Tensor::from_vec(&[1, 1, 3, 3], w).unwrap(), true)?;
+        let y = b.conv2d("Conv2D", x, w, [1, 1], Padding::Same)?;
+        let gamma = b.variable("BatchNorm/gamma", ramp(3, 0.8, 0.2), true)?;
+        let beta = b.variable("BatchNorm/beta", ramp(3, -0.1, 0.1), true)?;
+        let moving_mean = b.variable("BatchNorm/moving_mean", ramp(3, 0.0, 0.1), false)?;
+        let moving_var = b.variable("BatchNorm/moving_variance", ramp(3, 1.0, 0.2), false)?;
+        let mean = b.mean("BatchNorm/moments/mean", y, &[0, 1, 2], false)?;
+        let stop = b.unary("StopGradient", "BatchNorm/moments/StopGradient", mean)?;
+        let sq = b.binary(
+            "SquaredDifference",
+            "BatchNorm/moments/SquaredDifference",
+            y,
+            stop,
+        )?;
+        let var = b.mean("BatchNorm/moments/variance", sq, &[0, 1, 2], false)?;
+        let n = |name: &str| format!("BatchNorm/batchnorm_1/{name}");
+        let eps = b.constant(&n("add/y"), Tensor::scalar(0.001f32))?;
+        let add = b.binary("AddV2", &n("add"), var, eps)?;
+        let rsqrt = b.unary("Rsqrt", &n("Rsqrt"), add)?;
+        let inv = b.binary("Mul", &n("mul"), rsqrt, gamma)?;
+        let mul_1 = b.binary("Mul", &n("mul_1"), y, inv)?;
+        let mul_2 = b.binary("Mul", &n("mul_2"), mean, inv)?;
+        let sub = b.binary("Sub", &n("sub"), beta, mul_2)?;
+        let add_1 = b.binary("AddV2", &n("add_1"), mul_1, sub)?;
+        let decay = b.constant("BatchNorm/AssignMovingAvg/decay", Tensor::scalar(0.1f32))?;
+        for (moving, stat, update) in [
+            (moving_mean, mean, "AssignMovingAvg"),
+            (moving_var, var, "AssignMovingAvg_1"),
+        ] {
+            let sub = b.binary("Sub", &format!("BatchNorm/{update}/sub"), moving, stat)?;
+            let mul = b.binary("Mul", &format!("BatchNorm/{update}/mul"), sub, decay)?;
+            b.add(
+                "AssignSub",
+                &format!("BatchNorm/{update}"),
+                &[moving, mul],
+                quant_core::Attrs::new(),
+            )?;
+        }
+        let forced = b.identity("BatchNorm/Identity", add_1)?;
+        b.unary(act, act, forced)
+    })
+    .unwrap()
+}
+
+#[test]
+fn scenario_36_forced_updates_of_unfused_batch_norms_keep_the_bypass_quantized() {
+    for act in ["Relu", "Relu6", "Identity"] {
+        let mut b = GraphBuilder::new();
+        let x = b
+            .placeholder("input", DType::F32, Shape::known(&[2, 4, 4, 3]))
+            .unwrap();
+        let y = conv_unfused_training_bn(&mut b, "test/test", x, act);
+        let sum = b.binary("AddV2", "test/add", y, x).unwrap();
+        conv_unfused_training_bn(&mut b, "test/next", sum, "Relu6");
+        let mut g = b.finish();
+        let report =
+            experimental_create_training_graph(&mut g, &TrainingOptions::default()).unwrap();
+        assert_eq!(report.count(FOLD_UNFUSED), 2, "{act}: {:?}", report.skipped);
+        assert_eq!(
+            line(&g, "test/test/BatchNorm/Identity"),
+            "test/test/BatchNorm/Identity = Identity(test/test/add_fold)"
+        );
+        let add = g.by_name("test/add").unwrap();
+        let fq_input = add
+            .inputs()
+            .iter()
+            .any(|i| g.node(i.node).op() == "FakeQuantWithMinMaxVars");
+        let fq_consumer = g
+            .consumer_nodes(g.id("test/add").unwrap())
+            .into_iter()
+            .any(|c| g.node(c).op() == "FakeQuantWithMinMaxVars");
+        assert!(fq_input && fq_consumer, "{act}:\n{}", dump(&g));
+        assert!(
+            g.by_name("test/post_activation_bypass_quant/FakeQuantWithMinMaxVars")
+                .is_some(),
+            "{act}"
+        );
+    }
+}
+
+#[test]
+fn an_nchw_layer_is_declined_with_a_reason() {
+    let mut g = conv_bn_relu("test", Some(5), FULL);
+    let conv = g.id("test/Conv2D").unwrap();
+    g.set_attr(conv, "data_format", "NCHW");
+    let before = dump(&g);
+    let report = fold(&mut g);
+    assert!(report.is_empty());
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].node, "test/BatchNorm/batchnorm_1/add_1");
+    assert_eq!(
+        report.skipped[0].reason,
+        "'test/Conv2D' has data_format NCHW: batch norms are folded into NHWC layers only"
     );
     assert_eq!(dump(&g), before);
 }

@@ -208,10 +208,73 @@ fn squeeze(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
     }])
 }
 
-fn same_rank_unknown_dims(ctx: &InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+/// `SpaceToBatchND` (`to_batch`) and `BatchToSpaceND`: the reshuffled
+/// shape when the block shape and the paddings (crops) are constants, else
+/// only the input's rank.
+fn space_batch(ctx: &InferCtx<'_>, to_batch: bool) -> Result<Vec<OutputFact>, String> {
+    let dtype = ctx.dtype0();
+    let Some(input) = ctx.shape(0)? else {
+        return Ok(vec![OutputFact { dtype, shape: None }]);
+    };
+    let (Some(block), Some(margins)) = (ctx.const_ints(1)?, ctx.const_ints(2)?) else {
+        return Ok(vec![OutputFact {
+            dtype,
+            shape: Some(Shape(vec![None; input.rank()])),
+        }]);
+    };
+    let what = if to_batch { "paddings" } else { "crops" };
+    let m = block.len();
+    if m == 0
+        || m >= input.rank()
+        || margins.len() != 2 * m
+        || block.iter().any(|&b| b < 1)
+        || margins.iter().any(|&p| p < 0)
+    {
+        return Err(format!(
+            "block_shape {block:?} and {what} {margins:?} do not fit a rank-{} input",
+            input.rank()
+        ));
+    }
+    let as_usize = |v: i64| usize::try_from(v).map_err(|_| format!("{v} is out of range"));
+    let offsets = block.iter().try_fold(1usize, |acc, &b| {
+        acc.checked_mul(as_usize(b)?)
+            .ok_or_else(|| format!("block_shape {block:?} overflows"))
+    })?;
+    let mut dims = input.dims().to_vec();
+    dims[0] = match dims[0] {
+        Some(n) if to_batch => Some(n * offsets),
+        Some(n) if n.is_multiple_of(offsets) => Some(n / offsets),
+        Some(n) => {
+            return Err(format!(
+                "batch {n} is not a multiple of the block size product {offsets}"
+            ));
+        }
+        None => None,
+    };
+    for k in 0..m {
+        let (b, lo, hi) = (
+            as_usize(block[k])?,
+            as_usize(margins[2 * k])?,
+            as_usize(margins[2 * k + 1])?,
+        );
+        let Some(d) = dims[k + 1] else { continue };
+        dims[k + 1] = Some(if to_batch {
+            let padded = d + lo + hi;
+            if !padded.is_multiple_of(b) {
+                return Err(format!(
+                    "padded spatial dim {k} ({padded}) is not a multiple of block size {b}"
+                ));
+            }
+            padded / b
+        } else {
+            (d * b)
+                .checked_sub(lo + hi)
+                .ok_or_else(|| format!("crops exceed spatial dim {k} ({})", d * b))?
+        });
+    }
     Ok(vec![OutputFact {
-        dtype: ctx.dtype0(),
-        shape: ctx.shape(0)?.map(|s| Shape(vec![None; s.rank()])),
+        dtype,
+        shape: Some(Shape(dims)),
     }])
 }
 
@@ -468,8 +531,12 @@ pub(super) fn specs() -> Vec<OpSpec> {
         OpSpec::new("Pad", Arity::Exact(2), 1, pad),
         OpSpec::new("Squeeze", Arity::Exact(1), 1, squeeze)
             .optional("squeeze_dims", AttrValue::Ints(vec![])),
-        OpSpec::new("BatchToSpaceND", Arity::Exact(3), 1, same_rank_unknown_dims),
-        OpSpec::new("SpaceToBatchND", Arity::Exact(3), 1, same_rank_unknown_dims),
+        OpSpec::new("BatchToSpaceND", Arity::Exact(3), 1, |ctx| {
+            space_batch(ctx, false)
+        }),
+        OpSpec::new("SpaceToBatchND", Arity::Exact(3), 1, |ctx| {
+            space_batch(ctx, true)
+        }),
         OpSpec::new("NoOp", Arity::Exact(0), 0, |_| Ok(vec![])),
         OpSpec::new("Shape", Arity::Exact(1), 1, shape_op).optional("out_type", DType::I32),
         OpSpec::new("Size", Arity::Exact(1), 1, size_op).optional("out_type", DType::I32),

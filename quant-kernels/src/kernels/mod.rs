@@ -15,4 +15,5 @@ pub mod optimizers;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod space_to_batch;
 pub mod window;

@@ -4,6 +4,7 @@
 use crate::kernels::array;
 use crate::kernels::compare::{self, Comparison};
 use crate::kernels::optimizers;
+use crate::kernels::space_to_batch;
 use crate::kernels::window::{Padding, Window2d};
 use crate::kernels::{
     batch_norm, conv, depthwise, elementwise as ew, fake_quant as fq, matmul, pool, reduce, softmax,
@@ -336,6 +337,23 @@ fn reshape(ctx: &KernelCtx<'_>) -> Result<Vec<Value>, String> {
     Ok(vec![Arc::new(
         Tensor::from_le_bytes(x.dtype(), &dims, &bytes).map_err(|e| e.to_string())?,
     )])
+}
+
+/// `Squeeze`: drops the size-1 dims listed in `squeeze_dims` (every
+/// size-1 dim if the list is empty).
+fn squeeze(ctx: &KernelCtx<'_>) -> Result<Vec<Value>, String> {
+    let x = ctx.input(0)?;
+    let shape = x.shape();
+    let listed = reduce::normalize_axes(&ctx.attr_ints("squeeze_dims")?, shape.len())?;
+    if let Some(&i) = listed.iter().find(|&&i| shape[i] != 1) {
+        return Err(format!("cannot squeeze dim {i} of size {}", shape[i]));
+    }
+    let dims: Vec<usize> = (0..shape.len())
+        .filter(|i| !(listed.contains(i) || listed.is_empty() && shape[*i] == 1))
+        .map(|i| shape[i])
+        .collect();
+    let t = Tensor::from_le_bytes(x.dtype(), &dims, &x.to_le_bytes()).map_err(|e| e.to_string())?;
+    Ok(one(t))
 }
 
 fn concat(ctx: &KernelCtx<'_>) -> Result<Vec<Value>, String> {
@@ -773,6 +791,13 @@ static BUILTIN: LazyLock<KernelRegistry> = LazyLock::new(|| {
     add(&["Min"], |ctx| reduction(ctx, reduce::Reduction::Min));
     add(&["Reshape"], reshape);
     add(&["ConcatV2"], concat);
+    add(&["Squeeze"], squeeze);
+    add(&["SpaceToBatchND"], |ctx| {
+        space_to_batch::space_to_batch_nd(ctx.input(0)?, &ctx.ints(1)?, &ctx.ints(2)?).map(one)
+    });
+    add(&["BatchToSpaceND"], |ctx| {
+        space_to_batch::batch_to_space_nd(ctx.input(0)?, &ctx.ints(1)?, &ctx.ints(2)?).map(one)
+    });
     add(&["Pad"], pad);
     add(&["MatMul"], matmul_kernel);
     add(&["BiasAdd"], bias_add);

@@ -1,8 +1,10 @@
 //! Folding fused batch norms into the preceding layer's weights and bias.
 
-use super::folding::{Layer, is_nchw};
-use super::names::{ctx, join, last};
-use super::step::quantization_step;
+use super::folding::{
+    BatchStats, FoldedLayer, Layer, MovingUpdate, TrainingStats, corrections, fold_layer,
+    nchw_reason,
+};
+use super::names::{ctx, join};
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
@@ -21,8 +23,9 @@ pub const FOLD_FUSED: &str = "fold_fused_batch_norm";
 /// # What it does
 ///
 /// For every `FusedBatchNorm`/`FusedBatchNormV3` in graph order whose input
-/// is produced by a `Conv2D`, a `DepthwiseConv2dNative` (optionally through
-/// one `Identity`) or, through `Reshape`s on both sides, a `MatMul`, it
+/// is produced by a `Conv2D` or a `DepthwiseConv2dNative` (optionally
+/// through one `BatchToSpaceND`, an atrous layer, and optionally through one
+/// `Identity`) or, through `Reshape`s on both sides, by a `MatMul`, it
 /// scales the weights by `m = γ·rsqrt(σ²+ε)`, clones the layer on the scaled
 /// weights, adds the bias `b = β − μ·m`, and makes every consumer of the
 /// batch norm's output read the sum instead (reference semantics §2.3, eval
@@ -53,11 +56,13 @@ pub const FOLD_FUSED: &str = "fold_fused_batch_norm";
 ///   with [`PassError::Unsupported`] before any edit is made.
 /// - Output 0 has consumers. An already-folded batch norm has none, which
 ///   makes the pass idempotent.
-/// - The layer is NHWC, has not been folded by an earlier batch norm, and is
-///   not an atrous convolution (`BatchToSpaceND` between layer and batch
-///   norm); a `MatMul` must not transpose its weights, and its `Reshape`s
-///   must give back the `MatMul`'s shape. A depthwise filter must have a
-///   known `[kh, kw, in, mult]` shape.
+/// - The layer and the batch norm are NHWC (quant's kernels are; the NCHW
+///   fold of NVIDIA's fork is not reproduced, and an NCHW candidate is
+///   declined, naming the node), the layer has not been folded by an
+///   earlier batch norm and has two inputs (input, weights); a `MatMul`
+///   must not transpose its weights, and its `Reshape`s must give back the
+///   `MatMul`'s shape. A depthwise filter must have a known
+///   `[kh, kw, in, mult]` shape.
 ///
 /// Declined candidates are listed in [`PassReport::skipped`] with the reason.
 ///
@@ -81,11 +86,21 @@ pub const FOLD_FUSED: &str = "fold_fused_batch_norm";
 ///
 /// The clone is named after the layer's last name component
 /// (`Conv2D_Fold`, `depthwise_Fold`, `MatMul_Fold`). If `S/BatchNorm_Fold`
-/// is taken, the scope becomes `S/BatchNorm_Fold_1`, and so on.
+/// is taken, the scope becomes `S/BatchNorm_Fold_1`, and so on. For an
+/// atrous layer (`S/depthwise/SpaceToBatchND` → `S/depthwise` →
+/// `S/depthwise/BatchToSpaceND` → batch norm) the clone reads the
+/// `SpaceToBatchND` output like the layer does, and
+/// `S/BatchToSpaceND_Fold = BatchToSpaceND(S/depthwise_Fold, block_shape,
+/// crops)` (the original's inputs 1 and 2) sits between the clone and
+/// `add_fold` (training form: `post_conv_mul`), scenario 46.
 ///
-/// Deviation from the original: the clone keeps every attribute of the
+/// Deviations from the original: the clone keeps every attribute of the
 /// layer, including a `Conv2D`'s `dilations`, which the original drops
-/// (so that folding a dilated convolution preserves what it computes).
+/// (so that folding a dilated convolution preserves what it computes); and
+/// for an atrous layer the `n` of `Undo_Bessel_Correction` counts the
+/// values the batch norm normalizes (its input, after `BatchToSpaceND`),
+/// not the padded `SpaceToBatchND` layout the original counts, so the
+/// training form is exact batch norm there too.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldBatchNorms;
 
@@ -96,32 +111,15 @@ struct FoldMatch {
     bn: NodeId,
     layer: NodeId,
     kind: Layer,
+    /// The `BatchToSpaceND` between the layer and the batch norm (atrous
+    /// convolution).
+    batch_to_space: Option<NodeId>,
     /// The tensor whose consumers `add_fold` takes over (BN output 0, or the
     /// `Reshape` after it for a `MatMul`).
     output: OutletId,
     epsilon: f32,
     /// The moving-average updates of a training-mode batch norm (§2.4).
     training: Option<TrainingStats>,
-}
-
-/// Where a training-mode batch norm keeps its long-term statistics: the
-/// `Mul(Sub(moving, BN output k), decay)` nodes of its update subgraph.
-#[derive(Clone, Copy, Debug)]
-struct TrainingStats {
-    /// The update of the moving mean (k = 1).
-    mean: MovingUpdate,
-    /// The update of the moving variance (k = 2).
-    variance: MovingUpdate,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct MovingUpdate {
-    /// The moving statistic (`Sub` input 0).
-    moving: OutletId,
-    /// The `Mul` scaling the difference by the decay (input 1).
-    mul: NodeId,
-    /// The decay tensor (`1 − momentum`).
-    decay: OutletId,
 }
 
 enum Candidate {
@@ -157,8 +155,9 @@ impl FoldBatchNorms {
         let skip = |reason: String| Ok(Some(Candidate::Skip(reason)));
         let producer = |o: OutletId| graph.node(o.node);
 
-        // The layer: Conv2D | DepthwiseConv2dNative [→ Identity], or
-        // MatMul [→ Identity] → Reshape (and a Reshape after the batch norm).
+        // The layer: Conv2D | DepthwiseConv2dNative [→ BatchToSpaceND]
+        // [→ Identity], or MatMul [→ Identity] → Reshape (and a Reshape
+        // after the batch norm).
         let mut x = node.inputs()[0];
         let mut mm_reshape = false;
         if producer(x).op() == "Reshape" {
@@ -176,31 +175,25 @@ impl FoldBatchNorms {
         if !mm_reshape && producer(x).op() == "Identity" {
             x = producer(x).inputs()[0];
         }
+        let mut batch_to_space = None;
+        if !mm_reshape && producer(x).op() == "BatchToSpaceND" {
+            batch_to_space = Some(x.node);
+            x = producer(x).inputs()[0];
+        }
         let layer = x.node;
         let layer_node = graph.node(layer);
         let kind = match layer_node.op() {
             "Conv2D" if !mm_reshape => Layer::Conv2D,
-            "DepthwiseConv2dNative" if !mm_reshape => {
-                let dims = graph
-                    .fact(layer_node.inputs()[1])
-                    .shape
-                    .as_ref()
-                    .filter(|s| s.rank() == 4)
-                    .and_then(|s| Some((s.dim(2)?, s.dim(3)?)));
-                let Some((in_channels, multiplier)) = dims else {
-                    return skip("the depthwise filter's shape is not known".into());
-                };
-                Layer::Depthwise {
-                    in_channels,
-                    multiplier,
-                }
-            }
+            "DepthwiseConv2dNative" if !mm_reshape => match Layer::depthwise(graph, layer) {
+                Some(kind) => kind,
+                None => return skip("the depthwise filter's shape is not known".into()),
+            },
             "MatMul" if mm_reshape => Layer::MatMul,
+            "MatMul" if batch_to_space.is_some() => {
+                return skip("a MatMul feeds the batch norm through a BatchToSpaceND".into());
+            }
             "MatMul" => {
                 return skip("a MatMul feeds the batch norm without a Reshape between".into());
-            }
-            "BatchToSpaceND" => {
-                return skip("atrous layers (BatchToSpaceND) are not folded yet".into());
             }
             op => {
                 return skip(format!(
@@ -208,6 +201,13 @@ impl FoldBatchNorms {
                 ));
             }
         };
+        if layer_node.inputs().len() != 2 {
+            return skip(format!(
+                "layer '{}' has {} inputs, not input and weights",
+                layer_node.name(),
+                layer_node.inputs().len()
+            ));
+        }
 
         // The tensor add_fold replaces.
         let bn_out = OutletId::new(bn, 0);
@@ -234,14 +234,14 @@ impl FoldBatchNorms {
                 layer_node.name()
             ));
         }
+        if let Some(reason) = nchw_reason(graph, layer).or_else(|| nchw_reason(graph, bn)) {
+            return skip(reason);
+        }
         let training = if bool_attr(graph, bn, "is_training", true).map_err(graph_err)? {
             Some(Self::training_stats(graph, bn)?)
         } else {
             None
         };
-        if is_nchw(graph, layer) || is_nchw(graph, bn) {
-            return skip("NCHW layers are not folded yet".into());
-        }
         if kind == Layer::MatMul {
             if bool_attr(graph, layer, "transpose_b", false).map_err(graph_err)? {
                 return skip("MatMul with transpose_b is not folded".into());
@@ -261,6 +261,7 @@ impl FoldBatchNorms {
             bn,
             layer,
             kind,
+            batch_to_space,
             output,
             epsilon,
             training,
@@ -270,24 +271,7 @@ impl FoldBatchNorms {
     /// Finds the moving-average updates of a training-mode batch norm.
     fn training_stats(graph: &Graph, bn: NodeId) -> Result<TrainingStats, PassError> {
         let find = |k: usize, what: &str| -> Result<MovingUpdate, PassError> {
-            let stat = OutletId::new(bn, k);
-            for sub in graph.consumers(stat) {
-                let sub_node = graph.node(sub.node);
-                if sub_node.op() != "Sub" || sub.slot != 1 {
-                    continue;
-                }
-                for mul in graph.consumers(OutletId::new(sub.node, 0)) {
-                    let mul_node = graph.node(mul.node);
-                    if mul_node.op() == "Mul" && mul.slot == 0 {
-                        return Ok(MovingUpdate {
-                            moving: sub_node.inputs()[0],
-                            mul: mul.node,
-                            decay: mul_node.inputs()[1],
-                        });
-                    }
-                }
-            }
-            Err(PassError::Unsupported {
+            MovingUpdate::find(graph, OutletId::new(bn, k)).ok_or_else(|| PassError::Unsupported {
                 pass: PASS,
                 node: graph.node(bn).name().to_string(),
                 message: format!(
@@ -378,12 +362,7 @@ impl FoldBatchNorms {
         };
         let (gamma, beta) = (*gamma, *beta);
         let (moving_mean, moving_variance) = (*moving_mean, *moving_variance);
-        let layer = g.node(m.layer);
-        // Read at rewrite time: an earlier fold may have rerouted the input.
-        let (input, weights) = (layer.inputs()[0], layer.inputs()[1]);
-        let (layer_op, layer_name) = (layer.op().to_string(), layer.name().to_string());
-        let attrs = layer.attrs().clone();
-        let s = ctx(&layer_name).to_string();
+        let s = ctx(g.node(m.layer).name()).to_string();
         let fs = b.unique_scope(&join(&s, "BatchNorm_Fold"));
 
         // Statistics: moving ones in eval form, batch ones in training form.
@@ -401,114 +380,34 @@ impl FoldBatchNorms {
         let corrections = match m.training {
             None => None,
             Some(stats) => {
-                let c = Self::corrections(b, &fs, m, &stats, rsqrt, freeze_bn_delay, edits)?;
-                Some(c)
+                let cs = format!("{fs}/batch_norm_correction");
+                let epsilon = b.constant(&format!("{cs}/add/y"), Tensor::scalar(m.epsilon))?;
+                let batch = BatchStats {
+                    mean,
+                    rsqrt,
+                    gamma: Some(gamma),
+                    epsilon,
+                };
+                let c = corrections(b, &cs, &batch, &stats, freeze_bn_delay, edits)?;
+                Some((c, format!("{fs}/correction_reshape")))
             }
         };
-        let weights = match corrections {
-            None => weights,
-            Some(c) => {
-                let scale = m
-                    .kind
-                    .per_filter(b, c.scale, &format!("{fs}/correction_reshape"))?;
-                b.binary("Mul", &join(&s, "correction_mult"), weights, scale)?
-            }
-        };
-        let mul_fold = b.binary("Mul", &join(&s, "mul_fold"), weights, scale)?;
-        let clone_name = join(&s, &format!("{}_Fold", last(&layer_name)));
-        let clone: OutletId = b
-            .add(&layer_op, &clone_name, &[input, mul_fold], attrs)?
-            .into();
-        let out = match corrections {
-            None => clone,
-            Some(c) => {
-                let post = b.binary("Mul", &join(&s, "post_conv_mul"), clone, c.recip)?;
-                b.binary("Add", &join(&s, "correction_add"), post, c.offset)?
-            }
-        };
-        b.binary("Add", &join(&s, "add_fold"), out, bias)
-    }
-
-    /// The correction factors of §2.4 under `fs/batch_norm_correction`, and
-    /// the `freeze_bn_delay` switch on the moving-average updates.
-    fn corrections(
-        b: &mut GraphBuilder<'_>,
-        fs: &str,
-        m: &FoldMatch,
-        stats: &TrainingStats,
-        batch_rsqrt: OutletId,
-        freeze_bn_delay: Option<i64>,
-        edits: &mut Vec<(InletId, OutletId)>,
-    ) -> Result<Corrections, GraphError> {
-        let gamma = b.graph().node(m.bn).inputs()[1];
-        let cs = format!("{fs}/batch_norm_correction");
-        let n = |name: &str| format!("{cs}/{name}");
-        let channels = b
-            .graph()
-            .fact(stats.mean.moving)
-            .shape
-            .as_ref()
-            .and_then(|s| s.dim(0))
-            .ok_or_else(|| GraphError::Inference {
-                node: n("correction_recip"),
-                op: "Const".into(),
-                message: "the moving mean's channel count is not known".into(),
-            })?;
-        let filled = |b: &mut GraphBuilder<'_>, name: &str, v: f32| {
-            let t = Tensor::from_vec(&[channels], vec![v; channels])
-                .unwrap_or_else(|e| unreachable!("[{channels}] values: {e}"));
-            b.constant(&n(name), t)
-        };
-        let eps = b.constant(&n("add/y"), Tensor::scalar(m.epsilon))?;
-        let mv_add = b.binary("Add", &n("add"), stats.variance.moving, eps)?;
-        let mv_rsqrt = b.unary("Rsqrt", &n("Rsqrt"), mv_add)?;
-        let scale = b.binary("RealDiv", &n("scale_compute"), mv_rsqrt, batch_rsqrt)?;
-        let scale = b.identity(&n("correction_scale"), scale)?;
-        let one = b.constant(&n("reciprocal_compute/x"), Tensor::scalar(1.0f32))?;
-        let recip = b.binary("RealDiv", &n("reciprocal_compute"), one, scale)?;
-        let batch_term = b.binary("Mul", &n("mul"), OutletId::new(m.bn, 1), batch_rsqrt)?;
-        let moving_term = b.binary("Mul", &n("mul_1"), stats.mean.moving, mv_rsqrt)?;
-        let diff = b.binary("Sub", &n("sub"), batch_term, moving_term)?;
-        let offset = b.binary("Mul", &n("offset_compute"), gamma, diff)?;
-        let Some(delay) = freeze_bn_delay else {
-            let recip = b.identity(&n("correction_recip"), recip)?;
-            let zeros = filled(b, "correction_offset", 0.0)?;
-            return Ok(Corrections {
+        fold_layer(
+            b,
+            FoldedLayer {
+                layer: m.layer,
+                kind: m.kind,
+                scope: &s,
                 scale,
-                recip,
-                offset: zeros,
-            });
-        };
-        let step = quantization_step(b)?;
-        let delay = b.constant(&n("use_moving_average/y"), Tensor::scalar(delay))?;
-        let frozen = b.binary("GreaterEqual", &n("use_moving_average"), step, delay)?;
-        let select = |b: &mut GraphBuilder<'_>, name: &str, t: OutletId, e: OutletId| {
-            b.add("SelectV2", &n(name), &[frozen, t, e], Attrs::new())
-                .map(OutletId::from)
-        };
-        let ones = filled(b, "ones", 1.0)?;
-        let zeros = filled(b, "zeros", 0.0)?;
-        let recip = select(b, "correction_recip", ones, recip)?;
-        let offset = select(b, "correction_offset", offset, zeros)?;
-        for (update, name) in [
-            (stats.mean, "freeze_moving_mean"),
-            (stats.variance, "freeze_moving_var"),
-        ] {
-            let zero = b.constant(&n(&format!("{name}/zero")), Tensor::scalar(0.0f32))?;
-            let decay = select(b, name, zero, update.decay)?;
-            edits.push((
-                InletId {
-                    node: update.mul,
-                    slot: 1,
-                },
-                decay,
-            ));
-        }
-        Ok(Corrections {
-            scale,
-            recip,
-            offset,
-        })
+                corrections,
+                mul_attrs: Attrs::new(),
+                batch_to_space: m
+                    .batch_to_space
+                    .map(|id| (id, join(&s, "BatchToSpaceND_Fold"))),
+                add: ("Add", Attrs::new()),
+                bias,
+            },
+        )
     }
 
     fn apply(
@@ -527,17 +426,6 @@ impl FoldBatchNorms {
         graph.reroute(m.output, add_fold, None)?;
         Ok(())
     }
-}
-
-/// The three correction tensors of the training form (§2.4).
-#[derive(Clone, Copy)]
-struct Corrections {
-    /// `c = σ_B / σ_mv`, scaling the weights.
-    scale: OutletId,
-    /// `1/c` before freezing, ones after.
-    recip: OutletId,
-    /// Zeros before freezing, `γ(μ_B/σ_B − μ_mv/σ_mv)` after.
-    offset: OutletId,
 }
 
 impl Pass for FoldBatchNorms {

@@ -1,14 +1,17 @@
 //! Folding unfused batch norms (the `Rsqrt`/`Mul`/`Sub`/`Add` arithmetic of
 //! `tf.nn.batch_normalization`) into the preceding layer.
 
-use super::folding::{Layer, is_nchw};
+use super::folding::{
+    BatchStats, FoldedLayer, Layer, MovingUpdate, TrainingStats, corrections, fold_layer,
+    nchw_reason,
+};
 use super::names::{ctx, join};
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
 use quant_core::builder::GraphBuilder;
 use quant_core::matcher::{Match, Pattern, PatternBuilder, PatternId};
-use quant_core::{Graph, GraphError, NodeId, OpRegistry, OutletId};
+use quant_core::{Graph, GraphError, InletId, NodeId, OpRegistry, OutletId};
 use std::collections::HashSet;
 
 const PASS: &str = "fold_unfused_batch_norms";
@@ -40,27 +43,41 @@ const LAYER_OPS: [&str; 3] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"];
 /// each such batch norm, in graph order, it scales the weights by `inv`,
 /// clones the layer (and the `BatchToSpaceND`) on the scaled weights, adds
 /// the same bias, and makes every consumer of `add_1` read the sum instead.
-/// This is the eval flavour of §2.5: whatever statistics the graph feeds
-/// the arithmetic are folded as they are. The original nodes stay in the
-/// graph, `add_1` dangling.
+/// The original nodes stay in the graph, `add_1` dangling.
+///
+/// The form is chosen by what the batch norm normalizes with, whatever
+/// [`QuantizeConfig::is_training`] says (as the fused fold follows the
+/// batch norm's `is_training`):
+///
+/// - **Eval form** (§2.5): μ and σ² are given tensors (moving statistics,
+///   constants): they are folded as they are.
+/// - **Training form** (§2.4, §2.5 item 6): μ and σ² are the batch moments
+///   of `x` (`tf.nn.moments`: `Mean(x)` and `Mean(SquaredDifference(x, ·))`,
+///   through `Squeeze`s), already without Bessel's correction. The moving
+///   statistics are found through the updates `Mul(Sub(moving, μ), decay)`
+///   and `Mul(Sub(moving, σ²), decay)`. The corrections are those of the
+///   fused fold, under `<p>batch_norm_correction` (`c` = σ_B/σ_mv scales the
+///   weights as `<p>correction_mult`, `1/c` and the offset follow the layer
+///   as `<p>post_conv_mul` and `<p>correction_add`), γ = 1 without γ, and
+///   with a `freeze_bn_delay` the step counter switches to the moving
+///   statistics and freezes both updates from that step on.
 ///
 /// # Preconditions
 ///
-/// - Eval rewrites only ([`QuantizeConfig::is_training`] false): the
-///   training flavour (§2.4 corrections) is not built yet, so a training
-///   rewrite leaves unfused batch norms as they are and lists each in
-///   [`PassReport::skipped`].
 /// - `add_1` has consumers. An already-folded batch norm has none, which
 ///   makes the pass idempotent.
 /// - `inv` is a vector of one value per output channel of the layer (the
-///   layer output's last axis, which must be known); the layer is NHWC,
-///   has not been folded by an earlier batch norm, and its weights are
-///   input 1; a `MatMul` must not transpose its weights; a depthwise filter
-///   must have a known `[kh, kw, in, mult]` shape.
+///   layer output's last axis, which must be known); the layer is NHWC (an
+///   NCHW layer is declined, naming it), has not been folded by an earlier
+///   batch norm, and its weights are input 1; a `MatMul` must not
+///   transpose its weights; a depthwise filter must have a known
+///   `[kh, kw, in, mult]` shape.
+/// - Training form: σ² is the batch variance when μ is the batch mean, and
+///   both have a moving-average update.
 ///
 /// A recognised batch norm that fails a precondition (including one that
 /// does not follow a layer) is listed in [`PassReport::skipped`] with the
-/// reason, under [`FOLD_UNFUSED`].
+/// reason, under [`FOLD_UNFUSED`], and left as it is.
 ///
 /// # Before → After
 ///
@@ -70,11 +87,16 @@ const LAYER_OPS: [&str; 3] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"];
 /// x, W ─► test/Conv2D ─► mul = Mul(·, inv) ─► add_1 = Add(mul, bias) ─► consumers
 ///
 /// test/scale_reshape  = Reshape(inv, test/scale_reshape/shape)  (depthwise only: [in, mult])
-/// test/mul_fold       = Mul(W, inv)                 (a clone of mul, on the weights)
+/// test/batch_norm_correction/...                    (training form, as the fused fold's)
+/// test/correction_reshape = Reshape(c, [in, mult])  (training form, depthwise only)
+/// test/correction_mult = Mul(W, c)                  (training form)
+/// test/mul_fold       = Mul(W | correction_mult, inv)   (a clone of mul, on the weights)
 /// test/Conv2D_Fold    = Conv2D(x, test/mul_fold)    (same attributes)
 /// test/BatchToSpaceND_Fold = BatchToSpaceND(test/Conv2D_Fold, ·, ·)   (atrous only,
 ///                       named after the original: `<b2s name>_Fold`)
-/// test/add_fold       = Add(test/Conv2D_Fold, bias) (a clone of add_1) ─► consumers
+/// test/post_conv_mul  = Mul(·, correction_recip)    (training form)
+/// test/correction_add = Add(·, correction_offset)   (training form)
+/// test/add_fold       = Add(·, bias)                (a clone of add_1) ─► consumers
 /// ```
 ///
 /// The layer clone is `<layer name>_Fold` (`test/Conv2D_Fold`,
@@ -86,16 +108,14 @@ const LAYER_OPS: [&str; 3] = ["Conv2D", "DepthwiseConv2dNative", "MatMul"];
 /// name is folded when it follows a layer (the original ignores it), every
 /// consumer of `add_1` is switched to `add_fold` (the original switches one
 /// consumer found by name: `<p>Relu6`, `<p>Relu`, `<p>Identity` or the
-/// bypass `AddV2`), and the clone keeps a `Conv2D`'s `dilations`.
+/// bypass `AddV2`), the clone keeps a `Conv2D`'s `dilations`, and the form
+/// follows the statistics rather than the rewrite mode (the original looks
+/// up batch moments by name in a training rewrite and fails without them).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldUnfusedBatchNorms;
 
 /// An unfused batch norm that will be folded: the pieces of the matched
 /// arithmetic the rewrite needs, found without editing the graph.
-///
-/// The eval flavour ([`FoldUnfusedBatchNorms::build_eval`]) reads only
-/// these; a training flavour would take the same match, extended with the
-/// batch and moving statistics its corrections (§2.4) need.
 #[derive(Clone, Debug)]
 struct UnfusedMatch {
     /// `add_1 = mul + bias`: its consumers move to `add_fold`.
@@ -110,10 +130,13 @@ struct UnfusedMatch {
     kind: Layer,
     /// The `BatchToSpaceND` between the layer and `mul` (atrous convolution).
     batch_to_space: Option<NodeId>,
+    /// Training form: the batch statistics the arithmetic reads and the
+    /// moving-average updates fed by them.
+    training: Option<(BatchStats, TrainingStats)>,
 }
 
 enum Candidate {
-    Fold(UnfusedMatch),
+    Fold(Box<UnfusedMatch>),
     Skip(String),
 }
 
@@ -121,6 +144,10 @@ enum Candidate {
 struct Arithmetic {
     pattern: Pattern,
     x: PatternId,
+    variance: PatternId,
+    epsilon: PatternId,
+    rsqrt: PatternId,
+    gamma: PatternId,
     inv: PatternId,
     mul: PatternId,
     mean_inv: PatternId,
@@ -162,6 +189,10 @@ impl Arithmetic {
         Arithmetic {
             pattern,
             x,
+            variance,
+            epsilon,
+            rsqrt,
+            gamma,
             inv,
             mul,
             mean_inv,
@@ -177,6 +208,40 @@ impl Arithmetic {
         };
         graph.node(mean_inv).inputs().contains(&inv)
     }
+
+    /// μ as the arithmetic reads it: the other input of `Mul(μ, inv)`, or
+    /// the input of the `Neg` there without β.
+    fn mean(&self, graph: &Graph, m: &Match<'_>) -> Option<OutletId> {
+        let inv = m.tensor(self.inv)?;
+        let mean_inv = graph.node(m.node(self.mean_inv)?);
+        let other = *mean_inv.inputs().iter().find(|&&i| i != inv)?;
+        if m.tensor(self.bias) == Some(OutletId::new(m.node(self.mean_inv)?, 0)) {
+            // No β: the bias is (−μ)·inv.
+            let neg = graph.node(other.node);
+            return (neg.op() == "Neg").then(|| neg.inputs()[0]);
+        }
+        Some(other)
+    }
+}
+
+/// Whether `stat` is a moment of `x` over the batch (`tf.nn.moments`):
+/// `Mean(x, axes)` for the mean, `Mean(SquaredDifference(x, ·), axes)` for
+/// the variance, optionally through `Squeeze`s and `Identity`s.
+fn is_moment_of(graph: &Graph, stat: OutletId, x: OutletId, variance: bool) -> bool {
+    let mut t = stat;
+    while matches!(graph.node(t.node).op(), "Squeeze" | "Identity") {
+        t = graph.node(t.node).inputs()[0];
+    }
+    let mean = graph.node(t.node);
+    if mean.op() != "Mean" {
+        return false;
+    }
+    let averaged = mean.inputs()[0];
+    if !variance {
+        return averaged == x;
+    }
+    let sq = graph.node(averaged.node);
+    sq.op() == "SquaredDifference" && sq.inputs().contains(&x)
 }
 
 impl FoldUnfusedBatchNorms {
@@ -187,7 +252,6 @@ impl FoldUnfusedBatchNorms {
         arithmetic: &Arithmetic,
         m: &Match<'_>,
         folded: &HashSet<NodeId>,
-        training: bool,
     ) -> Result<Candidate, PassError> {
         let skip = |reason: String| Ok(Candidate::Skip(reason));
         let (Some(x), Some(scale), Some(mul), Some(bias)) = (
@@ -224,12 +288,6 @@ impl FoldUnfusedBatchNorms {
                 layer_node.op()
             ));
         }
-        if training {
-            return skip(
-                "training-form folding of unfused batch norms is not built yet: left unfolded"
-                    .into(),
-            );
-        }
         if folded.contains(&layer) {
             return skip(format!(
                 "layer '{}' is already folded by an earlier batch norm",
@@ -243,8 +301,8 @@ impl FoldUnfusedBatchNorms {
                 layer_node.inputs().len()
             ));
         }
-        if is_nchw(graph, layer) {
-            return skip("NCHW layers are not folded yet".into());
+        if let Some(reason) = nchw_reason(graph, layer) {
+            return skip(reason);
         }
         let graph_err = |source| PassError::Graph {
             pass: PASS,
@@ -263,21 +321,10 @@ impl FoldUnfusedBatchNorms {
                 }
                 Layer::MatMul
             }
-            _ => {
-                let dims = graph
-                    .fact(layer_node.inputs()[1])
-                    .shape
-                    .as_ref()
-                    .filter(|s| s.rank() == 4)
-                    .and_then(|s| Some((s.dim(2)?, s.dim(3)?)));
-                let Some((in_channels, multiplier)) = dims else {
-                    return skip("the depthwise filter's shape is not known".into());
-                };
-                Layer::Depthwise {
-                    in_channels,
-                    multiplier,
-                }
-            }
+            _ => match Layer::depthwise(graph, layer) {
+                Some(kind) => kind,
+                None => return skip("the depthwise filter's shape is not known".into()),
+            },
         };
 
         // inv must scale the layer's output channels: a [C] vector.
@@ -295,7 +342,11 @@ impl FoldUnfusedBatchNorms {
                 "the scale is not a vector of the layer's {channels} output channels"
             ));
         }
-        Ok(Candidate::Fold(UnfusedMatch {
+        let training = match Self::training(graph, arithmetic, m, x) {
+            Ok(training) => training,
+            Err(reason) => return skip(reason),
+        };
+        Ok(Candidate::Fold(Box::new(UnfusedMatch {
             add,
             mul,
             scale,
@@ -303,55 +354,118 @@ impl FoldUnfusedBatchNorms {
             layer,
             kind,
             batch_to_space,
-        }))
+            training,
+        })))
     }
 
-    /// Adds the eval-flavour folded nodes for `m` and returns `add_fold`.
-    fn build_eval(b: &mut GraphBuilder<'_>, m: &UnfusedMatch) -> Result<OutletId, GraphError> {
+    /// The training form's inputs if the batch norm normalizes with batch
+    /// statistics (its μ is the batch mean of the scaled tensor `x`), `None`
+    /// if it normalizes with given statistics (eval form), a reason if it
+    /// uses batch statistics but cannot be folded in training form.
+    fn training(
+        graph: &Graph,
+        arithmetic: &Arithmetic,
+        m: &Match<'_>,
+        x: OutletId,
+    ) -> Result<Option<(BatchStats, TrainingStats)>, String> {
+        let (Some(variance), Some(epsilon), Some(rsqrt)) = (
+            m.tensor(arithmetic.variance),
+            m.tensor(arithmetic.epsilon),
+            m.tensor(arithmetic.rsqrt),
+        ) else {
+            unreachable!("a match binds every pattern on its path")
+        };
+        let Some(mean) = arithmetic.mean(graph, m) else {
+            return Ok(None);
+        };
+        if !is_moment_of(graph, mean, x, false) {
+            return Ok(None);
+        }
+        if !is_moment_of(graph, variance, x, true) {
+            return Err(
+                "the mean is the batch mean but the variance is not the batch variance \
+                 (Mean of SquaredDifference) of the layer output"
+                    .into(),
+            );
+        }
+        let update = |stat: OutletId, what: &str| {
+            MovingUpdate::find(graph, stat).ok_or_else(|| {
+                format!(
+                    "batch statistics without a moving-average update of the {what} \
+                     (Mul(Sub(moving_{what}, '{}'), decay)): the training form of folding \
+                     needs the moving statistics",
+                    graph.outlet_name(stat)
+                )
+            })
+        };
+        let stats = TrainingStats {
+            mean: update(mean, "mean")?,
+            variance: update(variance, "variance")?,
+        };
+        let batch = BatchStats {
+            mean,
+            rsqrt,
+            gamma: m.tensor(arithmetic.gamma),
+            epsilon,
+        };
+        Ok(Some((batch, stats)))
+    }
+
+    /// Adds the folded nodes for `m` and returns `add_fold`; input edits
+    /// that must wait until the builder is finished go to `edits`.
+    fn build(
+        b: &mut GraphBuilder<'_>,
+        m: &UnfusedMatch,
+        freeze_bn_delay: Option<i64>,
+        edits: &mut Vec<(InletId, OutletId)>,
+    ) -> Result<OutletId, GraphError> {
         let g = b.graph();
-        let layer = g.node(m.layer);
-        // Read at rewrite time: an earlier fold may have rerouted the input.
-        let (input, weights) = (layer.inputs()[0], layer.inputs()[1]);
-        let (layer_op, layer_name) = (layer.op().to_string(), layer.name().to_string());
-        let layer_attrs = layer.attrs().clone();
+        let s = ctx(g.node(m.layer).name()).to_string();
         let mul_attrs = g.node(m.mul).attrs().clone();
         let add = g.node(m.add);
         let (add_op, add_attrs) = (add.op().to_string(), add.attrs().clone());
-        let b2s = m.batch_to_space.map(|id| {
-            let n = g.node(id);
-            (
-                n.name().to_string(),
-                n.inputs()[1..].to_vec(),
-                n.attrs().clone(),
-            )
-        });
-        let s = ctx(&layer_name).to_string();
+        let b2s = m
+            .batch_to_space
+            .map(|id| (id, format!("{}_Fold", g.node(id).name())));
 
         let scale = m.kind.per_filter(b, m.scale, &join(&s, "scale_reshape"))?;
-        let mul_fold = b.add("Mul", &join(&s, "mul_fold"), &[weights, scale], mul_attrs)?;
-        let clone = b.add(
-            &layer_op,
-            &format!("{layer_name}_Fold"),
-            &[input, mul_fold.into()],
-            layer_attrs,
-        )?;
-        let mut out = OutletId::from(clone);
-        if let Some((name, rest, attrs)) = b2s {
-            let mut inputs = vec![out];
-            inputs.extend(rest);
-            out = b
-                .add("BatchToSpaceND", &format!("{name}_Fold"), &inputs, attrs)?
-                .into();
-        }
-        b.add(&add_op, &join(&s, "add_fold"), &[out, m.bias], add_attrs)
-            .map(OutletId::from)
+        let corrections = match m.training {
+            None => None,
+            Some((batch, stats)) => {
+                let cs = join(&s, "batch_norm_correction");
+                let c = corrections(b, &cs, &batch, &stats, freeze_bn_delay, edits)?;
+                Some((c, join(&s, "correction_reshape")))
+            }
+        };
+        fold_layer(
+            b,
+            FoldedLayer {
+                layer: m.layer,
+                kind: m.kind,
+                scope: &s,
+                scale,
+                corrections,
+                mul_attrs,
+                batch_to_space: b2s,
+                add: (&add_op, add_attrs),
+                bias: m.bias,
+            },
+        )
     }
 
-    fn apply(graph: &mut Graph, m: &UnfusedMatch) -> Result<(), GraphError> {
+    fn apply(
+        graph: &mut Graph,
+        m: &UnfusedMatch,
+        freeze_bn_delay: Option<i64>,
+    ) -> Result<(), GraphError> {
         let mut b = GraphBuilder::extend(std::mem::take(graph), OpRegistry::builtin());
-        let built = Self::build_eval(&mut b, m);
+        let mut edits = Vec::new();
+        let built = Self::build(&mut b, m, freeze_bn_delay, &mut edits);
         *graph = b.finish();
         let add_fold = built?;
+        for (inlet, outlet) in edits {
+            graph.set_input(inlet, outlet)?;
+        }
         graph.reroute(OutletId::new(m.add, 0), add_fold, None)?;
         Ok(())
     }
@@ -382,19 +496,19 @@ impl Pass for FoldUnfusedBatchNorms {
             let Some((arithmetic, m)) = found else {
                 continue;
             };
-            match Self::candidate(graph, arithmetic, &m, &folded, config.is_training)? {
+            match Self::candidate(graph, arithmetic, &m, &folded)? {
                 Candidate::Skip(reason) => {
                     report.skipped(PASS, FOLD_UNFUSED, graph.node(add).name(), reason);
                 }
                 Candidate::Fold(um) => {
                     folded.insert(um.layer);
-                    matches.push(um);
+                    matches.push(*um);
                 }
             }
         }
         for m in &matches {
             let name = graph.node(m.add).name().to_string();
-            Self::apply(graph, m).map_err(|source| PassError::Graph {
+            Self::apply(graph, m, config.freeze_bn_delay).map_err(|source| PassError::Graph {
                 pass: PASS,
                 node: name.clone(),
                 source,

@@ -34,7 +34,8 @@
 //! `Rsqrt`, `Sqrt`, `Sigmoid`, `Tanh` (their `*Grad` ops), `MaxPool`,
 //! `AvgPool`, `Reshape`, `Squeeze`, `ExpandDims`, `BroadcastTo`,
 //! `Identity`, `Cast` (float to float), `Select`/`SelectV2`, `Mean`, `Sum`,
-//! `ConcatV2`, `Pad` (`Slice`s of the gradient), `Softmax`, both softmax
+//! `ConcatV2`, `Pad` (`Slice`s of the gradient), `SpaceToBatchND` and
+//! `BatchToSpaceND` (each other), `Softmax`, both softmax
 //! cross-entropies (output 0 through the backprop output 1; the dense
 //! labels get `−g·log_softmax`), `FusedBatchNormV3` in training mode
 //! (output 0 through `FusedBatchNormGradV3` with the reserve spaces, plus
@@ -898,6 +899,17 @@ fn rule(
         "Mean" | "Sum" => vec![Some(reduction(e, node, g()?)?), None],
         "ConcatV2" => concat(e, node, g()?, need)?,
         "Pad" => pad(e, node, g()?)?,
+        // Each reshuffle is undone by the other with the same block shape
+        // and margins (paddings become crops and back).
+        "SpaceToBatchND" | "BatchToSpaceND" => {
+            let inverse = if node.op() == "SpaceToBatchND" {
+                "BatchToSpaceND"
+            } else {
+                "SpaceToBatchND"
+            };
+            let dx = e.op(inverse, &[g()?, ins[1], ins[2]], Attrs::new())?;
+            vec![Some(dx), None, None]
+        }
         "Softmax" => {
             // dx = (g − Σ_last g·y) · y.
             let g = g()?;
