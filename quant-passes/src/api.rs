@@ -277,8 +277,9 @@ fn eval_config(options: &EvalOptions) -> QuantizeConfig {
     }
 }
 
-/// [`experimental_create_training_graph`] with extra layer patterns (from
-/// plugins), matched before the built-in ones by [`QuantizeWithPatterns`].
+/// [`experimental_create_training_graph`] over the layer patterns of
+/// `patterns` (plugins' patterns, then the built-in stages; see
+/// [`QuantizeWithPatterns`]).
 pub fn experimental_create_training_graph_with_patterns(
     graph: &mut Graph,
     options: &TrainingOptions,
@@ -287,8 +288,9 @@ pub fn experimental_create_training_graph_with_patterns(
     rewrite_with(graph, training_config(options), patterns)
 }
 
-/// [`experimental_create_eval_graph`] with extra layer patterns (from
-/// plugins), matched before the built-in ones by [`QuantizeWithPatterns`].
+/// [`experimental_create_eval_graph`] over the layer patterns of
+/// `patterns` (plugins' patterns, then the built-in stages; see
+/// [`QuantizeWithPatterns`]).
 pub fn experimental_create_eval_graph_with_patterns(
     graph: &mut Graph,
     options: &EvalOptions,

@@ -74,6 +74,16 @@ pub enum PassError {
         /// Which shape is unknown.
         what: String,
     },
+    /// A layer pattern's code matcher failed.
+    #[error("pass {pass}: layer pattern `{pattern}` failed: {message}")]
+    Matcher {
+        /// The pass.
+        pass: &'static str,
+        /// The pattern's registry name.
+        pattern: String,
+        /// What the matcher reported.
+        message: String,
+    },
     /// A quantizer was inserted after `producer`, but fewer inputs of the
     /// listed consumers read it than there are consumers (the original's
     /// `ValueError: No inputs quantized for ops`).

@@ -42,16 +42,16 @@
 //!   [`Target`] (scales and zero points from the fake quants' float32
 //!   nudging, TFLite layouts, int32 biases); [`check_lowering`] lists every
 //!   problem without evaluating anything.
-//! - [`patterns`]: layer patterns as data ([`LayerPattern`], a matcher
-//!   pattern plus the roles of its captures) in a [`PatternRegistry`] that
-//!   [`QuantizeWithPatterns`] (and the `*_with_patterns` API entries) match
-//!   before the built-in stages; plugins fill it (`quant-plugin-api`).
+//! - [`patterns`]: the [`PatternRegistry`] of layer patterns the quantize
+//!   pass tries in order: plugins' patterns (data: [`LayerPattern`] = a
+//!   matcher pattern plus the roles of its captures; or code: a custom
+//!   matcher), then the four built-in stages of §3.2, which are registry
+//!   entries too. [`QuantizeWithPatterns`] and the `*_with_patterns` API
+//!   entries take a registry; plugins fill it (`quant-plugin-api`).
 //!
-//! Still to come:
-//!
-//! - the training form of unfused batch-norm folding; atrous layers and
-//!   NCHW in the fused fold;
-//! - a pattern registry for lowering.
+//! Not built: folding NCHW layers (an NVIDIA-fork extension; such layers
+//! are declined with a report entry), and a pattern registry for lowering
+//! (plugin op types lower to `CUSTOM` ops one op at a time).
 //!
 //! ```
 //! use quant_core::models::{mnist_cnn, ModelOptions};

@@ -1,23 +1,31 @@
-//! Layer patterns as data: the pattern registry the quantize pass reads.
+//! The layer-pattern registry the quantize pass reads.
 //!
-//! A [`LayerPattern`] is a [`quant_core::matcher::Pattern`] plus the roles
-//! of its captures: which sub-pattern is the layer op, which one feeds it
-//! its weights, which op's output is the activation to quantize, and
-//! optionally the bias add and the bypass add. The quantize pass
-//! ([`QuantizeWithPatterns`](crate::passes::quantize::QuantizeWithPatterns))
-//! matches the registered patterns, in registration order, before its
-//! built-in stages (§3.2), and quantizes each match exactly as a built-in
-//! layer (§3.3): `C/weights_quant` on the weights, `A/act_quant` on the
-//! activation, `C/conv_quant` on the bias when a bypass follows, and
-//! `A/add_quant` on a bypass not followed by an activation.
+//! A [`LayerPattern`] finds layers in a graph and says, for each, which op
+//! is the layer, which tensor its weights, which op's output is the
+//! activation to quantize, and optionally the bias add, the bypass add and
+//! a post-activation bypass add ([`LayerCaptures`]). It is either data (a
+//! [`quant_core::matcher::Pattern`] plus the [`Roles`] of its captures, as
+//! plugin manifests declare them) or code (a [`MatchFn`]: quant's own
+//! stages of §3.2, and the custom matchers of plugin libraries).
 //!
-//! The built-in stages keep their own names ([`BUILTIN_PATTERNS`]); a plugin
-//! pattern may not take one of them.
+//! [`PatternRegistry::builtin`] holds the four stages of §3.2 (the names in
+//! [`BUILTIN_PATTERNS`]); [`PatternRegistry::register`] adds a pattern
+//! before them, so registered patterns are tried first, in registration
+//! order. The quantize pass ([`Quantize`](crate::passes::quantize::Quantize)
+//! and [`QuantizeWithPatterns`](crate::passes::quantize::QuantizeWithPatterns))
+//! tries every entry in order, matches a layer op at most once, and
+//! quantizes each match as §3.3 says: `C/weights_quant` on the weights,
+//! `A/act_quant` on the activation, `C/conv_quant` on the bias when a bypass
+//! follows, `A/add_quant` on a bypass not followed by an activation, and a
+//! post-activation bypass quantizer.
 
+use crate::passes::layer_patterns::builtin_patterns;
 use quant_core::matcher::{Pattern, PatternId};
+use quant_core::{DType, Graph, NodeId, OutletId};
+use std::sync::Arc;
 use thiserror::Error;
 
-/// The names of the quantize pass's built-in layer stages (§3.2), in the
+/// The names of the built-in layer patterns (the stages of §3.2), in the
 /// order they run (after any registered pattern).
 pub const BUILTIN_PATTERNS: [&str; 4] = [
     "post_activation_bypass",
@@ -26,7 +34,30 @@ pub const BUILTIN_PATTERNS: [&str; 4] = [
     "separable",
 ];
 
-/// The names of the captures a [`LayerPattern`] reads its roles from.
+/// One layer a [`LayerPattern`] found, and the nodes §3.3 quantizes
+/// around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerCaptures {
+    /// The layer op: its scope names the quantizers.
+    pub layer: NodeId,
+    /// The layer's weights (`C/weights_quant` goes on them).
+    pub weights: OutletId,
+    /// The op whose output 0 gets `A/act_quant`.
+    pub activation: NodeId,
+    /// The bias add (`C/conv_quant` when a bypass follows).
+    pub bias: Option<NodeId>,
+    /// The bypass add before the activation (`A/add_quant` when no
+    /// activation follows it).
+    pub bypass: Option<NodeId>,
+    /// An add reading the activation (`post_activation_bypass_quant`).
+    pub post_bypass: Option<NodeId>,
+}
+
+/// A code matcher: every layer it finds in a graph, or a message saying
+/// why it could not look.
+pub type MatchFn = Arc<dyn Fn(&Graph) -> Result<Vec<LayerCaptures>, String> + Send + Sync>;
+
+/// The names of the captures a data pattern reads its roles from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleNames {
     /// The layer op (its scope names the quantizers; its input 1 is the weights).
@@ -41,7 +72,7 @@ pub struct RoleNames {
     pub bypass: Option<String>,
 }
 
-/// The sub-patterns a match is read through.
+/// The sub-patterns a match of a data pattern is read through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Roles {
     /// See [`RoleNames::layer`].
@@ -82,17 +113,40 @@ pub enum PatternRegistryError {
     EmptyName,
 }
 
-/// A layer pattern with the roles of its captures.
-#[derive(Clone, Debug)]
+/// How a [`LayerPattern`] finds layers.
+#[derive(Clone)]
+enum Matcher {
+    /// A graph pattern and the roles of its captures.
+    Data { pattern: Pattern, roles: Roles },
+    /// A function.
+    Code(MatchFn),
+}
+
+/// A named way of finding layers, with a description for listings.
+#[derive(Clone)]
 pub struct LayerPattern {
     name: String,
     description: String,
-    pattern: Pattern,
-    roles: Roles,
+    matcher: Matcher,
+    builtin: bool,
+}
+
+impl std::fmt::Debug for LayerPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.matcher {
+            Matcher::Data { .. } => "data",
+            Matcher::Code(_) => "code",
+        };
+        f.debug_struct("LayerPattern")
+            .field("name", &self.name)
+            .field("kind", &kind)
+            .field("builtin", &self.builtin)
+            .finish()
+    }
 }
 
 impl LayerPattern {
-    /// A layer pattern whose roles are the captures named in `roles`.
+    /// A data pattern whose roles are the captures named in `roles`.
     pub fn new(
         name: &str,
         description: &str,
@@ -128,9 +182,36 @@ impl LayerPattern {
         Ok(LayerPattern {
             name: name.to_string(),
             description: description.to_string(),
-            pattern,
-            roles,
+            matcher: Matcher::Data { pattern, roles },
+            builtin: false,
         })
+    }
+
+    /// A code pattern: `find` returns the layers of a graph.
+    pub fn from_fn(
+        name: &str,
+        description: &str,
+        find: MatchFn,
+    ) -> Result<LayerPattern, PatternRegistryError> {
+        if name.is_empty() {
+            return Err(PatternRegistryError::EmptyName);
+        }
+        Ok(LayerPattern {
+            name: name.to_string(),
+            description: description.to_string(),
+            matcher: Matcher::Code(find),
+            builtin: false,
+        })
+    }
+
+    /// One of quant's own stages.
+    pub(crate) fn builtin(name: &str, description: &str, find: MatchFn) -> LayerPattern {
+        LayerPattern {
+            name: name.to_string(),
+            description: description.to_string(),
+            matcher: Matcher::Code(find),
+            builtin: true,
+        }
     }
 
     /// The registry key.
@@ -143,35 +224,98 @@ impl LayerPattern {
         &self.description
     }
 
-    /// The pattern tried on every node.
-    pub fn pattern(&self) -> &Pattern {
-        &self.pattern
+    /// Whether it is one of quant's own stages of §3.2.
+    pub fn is_builtin(&self) -> bool {
+        self.builtin
     }
 
-    /// The roles of its captures.
-    pub fn roles(&self) -> Roles {
-        self.roles
+    /// The graph pattern of a data pattern (`None` for code).
+    pub fn pattern(&self) -> Option<&Pattern> {
+        match &self.matcher {
+            Matcher::Data { pattern, .. } => Some(pattern),
+            Matcher::Code(_) => None,
+        }
+    }
+
+    /// The roles of a data pattern's captures (`None` for code).
+    pub fn roles(&self) -> Option<Roles> {
+        match &self.matcher {
+            Matcher::Data { roles, .. } => Some(*roles),
+            Matcher::Code(_) => None,
+        }
+    }
+
+    /// Every layer it finds in `graph`, in match order. A data pattern
+    /// skips matches whose weights are not a weight source (decision 5); a
+    /// code matcher's error is passed on.
+    pub fn find(&self, graph: &Graph) -> Result<Vec<LayerCaptures>, String> {
+        match &self.matcher {
+            Matcher::Code(find) => find(graph),
+            Matcher::Data { pattern, roles } => Ok(pattern
+                .match_graph(graph)
+                .filter_map(|m| {
+                    let weights = m.tensor(roles.weights)?;
+                    if !is_weight_source(graph, weights) {
+                        return None;
+                    }
+                    Some(LayerCaptures {
+                        layer: m.node(roles.layer)?,
+                        weights,
+                        activation: m.node(roles.activation)?,
+                        bias: roles.bias.and_then(|b| m.node(b)),
+                        bypass: roles.bypass.and_then(|b| m.node(b)),
+                        post_bypass: None,
+                    })
+                })
+                .collect()),
+        }
     }
 }
 
-/// The layer patterns the quantize pass matches before its built-in stages.
-#[derive(Clone, Debug, Default)]
+/// Whether `outlet` may be a layer's weights: anything but a `Const` that
+/// is not float (decision 5: integer constants are shapes, not weights).
+pub(crate) fn is_weight_source(graph: &Graph, outlet: OutletId) -> bool {
+    let node = graph.node(outlet.node);
+    match node.op() {
+        "Const" => graph.fact(outlet).dtype == Some(DType::F32),
+        _ => true,
+    }
+}
+
+/// The layer patterns the quantize pass tries, in order: registered
+/// patterns first, then the built-in stages of §3.2.
+#[derive(Clone, Debug)]
 pub struct PatternRegistry {
     patterns: Vec<LayerPattern>,
 }
 
+impl Default for PatternRegistry {
+    /// The built-in stages.
+    fn default() -> Self {
+        PatternRegistry::builtin()
+    }
+}
+
 impl PatternRegistry {
-    /// An empty registry.
-    pub fn new() -> PatternRegistry {
-        PatternRegistry::default()
+    /// The four stages of §3.2 ([`BUILTIN_PATTERNS`]).
+    pub fn builtin() -> PatternRegistry {
+        PatternRegistry {
+            patterns: builtin_patterns(),
+        }
     }
 
-    /// Adds a pattern; its name must be new and not one of [`BUILTIN_PATTERNS`].
+    /// Adds a pattern, tried after those registered before it and before
+    /// the built-in stages; its name must be new.
     pub fn register(&mut self, pattern: LayerPattern) -> Result<(), PatternRegistryError> {
-        if BUILTIN_PATTERNS.contains(&pattern.name.as_str()) || self.get(&pattern.name).is_some() {
+        if self.get(&pattern.name).is_some() {
             return Err(PatternRegistryError::Duplicate(pattern.name));
         }
-        self.patterns.push(pattern);
+        let at = self
+            .patterns
+            .iter()
+            .position(LayerPattern::is_builtin)
+            .unwrap_or(self.patterns.len());
+        self.patterns.insert(at, pattern);
         Ok(())
     }
 
@@ -180,14 +324,9 @@ impl PatternRegistry {
         self.patterns.iter().find(|p| p.name == name)
     }
 
-    /// The registered patterns, in registration order.
+    /// Every pattern, in the order the quantize pass tries them.
     pub fn iter(&self) -> impl Iterator<Item = &LayerPattern> {
         self.patterns.iter()
-    }
-
-    /// Whether no pattern is registered.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
     }
 }
 
@@ -229,7 +368,7 @@ mod tests {
                 .to_string(),
             "pattern `t`: role `bias` names `bias`, which is not a named node of the pattern"
         );
-        let mut registry = PatternRegistry::new();
+        let mut registry = PatternRegistry::builtin();
         registry
             .register(LayerPattern::new("t", "", dense_tanh(), &roles()).unwrap())
             .unwrap();
@@ -248,5 +387,34 @@ mod tests {
             LayerPattern::new("r", "", dense_tanh(), &at_root).unwrap_err(),
             PatternRegistryError::WeightsAtRoot("r".into())
         );
+    }
+
+    #[test]
+    fn the_builtin_stages_are_entries_and_registered_patterns_run_before_them() {
+        let builtin = PatternRegistry::builtin();
+        let names: Vec<&str> = builtin.iter().map(LayerPattern::name).collect();
+        assert_eq!(names, BUILTIN_PATTERNS);
+        assert!(
+            builtin
+                .iter()
+                .all(|p| p.is_builtin() && p.pattern().is_none())
+        );
+        let mut registry = builtin.clone();
+        let code: MatchFn = Arc::new(|_: &Graph| Err("not today".to_string()));
+        registry
+            .register(LayerPattern::from_fn("code", "a code matcher", code).unwrap())
+            .unwrap();
+        registry
+            .register(LayerPattern::new("data", "", dense_tanh(), &roles()).unwrap())
+            .unwrap();
+        let names: Vec<&str> = registry.iter().map(LayerPattern::name).collect();
+        assert_eq!(names[..2], ["code", "data"]);
+        assert_eq!(names[2..], BUILTIN_PATTERNS);
+        let g = Graph::new();
+        assert_eq!(
+            registry.get("code").unwrap().find(&g),
+            Err("not today".to_string())
+        );
+        assert_eq!(registry.get("data").unwrap().find(&g), Ok(Vec::new()));
     }
 }

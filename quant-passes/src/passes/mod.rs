@@ -4,6 +4,7 @@ pub mod fold_batch_norms;
 pub mod fold_unfused_batch_norms;
 mod folding;
 pub mod gradients;
+pub(crate) mod layer_patterns;
 mod names;
 pub mod optimizer;
 pub mod quantize;

@@ -5,12 +5,10 @@ use super::step::quantization_step;
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{InsertedQuantizer, Pass, PassReport, QuantizerRole};
-use crate::patterns::{LayerPattern, PatternRegistry};
+use crate::patterns::{LayerCaptures, PatternRegistry, is_weight_source};
 use quant_core::builder::GraphBuilder;
-use quant_core::matcher::{Match, Pattern, PatternBuilder, PatternId};
-use quant_core::{
-    AttrValue, Attrs, DType, Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor,
-};
+use quant_core::matcher::{Pattern, PatternBuilder};
+use quant_core::{AttrValue, Attrs, Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 
@@ -149,133 +147,6 @@ pub fn quantized_value(graph: &Graph, outlet: OutletId) -> OutletId {
         .map_or(fq, |inlet| OutletId::new(inlet.node, 0))
 }
 
-/// The sub-patterns of §3.1 a match is read through.
-#[derive(Clone, Copy)]
-struct Vocab {
-    weights: PatternId,
-    w_folded: PatternId,
-    layer: PatternId,
-    bias_add: PatternId,
-    folded_bias: PatternId,
-    bypass: PatternId,
-    activation: PatternId,
-    post_bypass: PatternId,
-    sep_conv: PatternId,
-    final_bias: PatternId,
-}
-
-fn vocabulary() -> (PatternBuilder, Vocab) {
-    let mut p = PatternBuilder::new();
-    let var = p.op("Variable|VariableV2").id();
-    let part_id = p.op("Identity").inputs([var]).id();
-    let (c1, c2) = (p.any(), p.any());
-    let part_concat = p.op("ConcatV2").inputs([part_id, c1, c2]).id();
-    let ref_source = p.one_of([part_id, part_concat, var]);
-    let w_ref = p.op("Identity").inputs([ref_source]).id();
-    let w_res = p.op("ReadVariableOp").id();
-    let w_var = p.op("Variable|VariableV2").id();
-    let w_const = p.op("Const").id();
-    let direct = p.one_of([w_ref, w_res, w_var, w_const]);
-    // Training-form folding scales the weights twice: correction_mult, then mul_fold.
-    let correction = p.any();
-    let w_corrected = p.op("Mul").inputs([direct, correction]).unordered().id();
-    let folded_source = p.one_of([direct, w_corrected]);
-    let scale = p.any();
-    let w_folded = p.op("Mul").inputs([folded_source, scale]).unordered().id();
-    let weights = p.one_of([w_ref, w_res, w_var, w_const, w_folded]);
-    let input = p.any();
-    let layer = p
-        .op("Conv2D|MatMul|DepthwiseConv2dNative")
-        .inputs([input, weights])
-        .id();
-    let (b1, b2) = (p.any(), p.any());
-    let b2s = p.op("BatchToSpaceND").inputs([layer, b1, b2]).id();
-    let lout = p.one_of([b2s, layer]);
-    let sep_other = p.any();
-    let sep_conv = p
-        .op("Conv2D|MatMul|DepthwiseConv2dNative")
-        .inputs([lout, sep_other])
-        .id();
-    let fm = p.any();
-    let fold_mul = p.op("Mul").inputs([fm, lout]).unordered().id();
-    let ca = p.any();
-    let correction = p.op("Add|AddV2").inputs([fold_mul, ca]).unordered().id();
-    let fa = p.any();
-    let folded_bias = p.op("Add|AddV2").inputs([correction, fa]).unordered().id();
-    let bn_identity = p.op("Identity").inputs([folded_bias]).id();
-    let ba = p.any();
-    let bias_add = p
-        .op("Add|AddV2|BiasAdd")
-        .inputs([lout, ba])
-        .unordered()
-        .id();
-    let bypass_in = p.one_of([bias_add, folded_bias, bn_identity]);
-    let by = p.any();
-    let bypass = p.op("Add|AddV2").inputs([bypass_in, by]).unordered().id();
-    let act_in = p.one_of([bias_add, folded_bias, bn_identity, bypass, layer]);
-    let activation = p.op("Relu|Relu6|Identity").inputs([act_in]).id();
-    let pb = p.any();
-    let post_bypass = p.op("Add|AddV2").inputs([pb, activation]).unordered().id();
-    let final_bias = p.one_of([bias_add, folded_bias]);
-    let v = Vocab {
-        weights,
-        w_folded,
-        layer,
-        bias_add,
-        folded_bias,
-        bypass,
-        activation,
-        post_bypass,
-        sep_conv,
-        final_bias,
-    };
-    (p, v)
-}
-
-/// The matching stages of §3.2, largest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    PostBypass,
-    Activation,
-    FinalLayer,
-    Separable,
-}
-
-impl Stage {
-    const ALL: [Stage; 4] = [
-        Stage::PostBypass,
-        Stage::Activation,
-        Stage::FinalLayer,
-        Stage::Separable,
-    ];
-
-    fn pattern(self) -> (Pattern, Vocab) {
-        let (p, v) = vocabulary();
-        let root = match self {
-            Stage::PostBypass => v.post_bypass,
-            Stage::Activation => v.activation,
-            Stage::FinalLayer => v.final_bias,
-            Stage::Separable => v.sep_conv,
-        };
-        let pattern = p
-            .build(root)
-            .unwrap_or_else(|e| unreachable!("the layer patterns are well formed: {e}"));
-        (pattern, v)
-    }
-}
-
-/// One layer and what §3.3 quantizes around it.
-#[derive(Clone, Debug)]
-struct LayerMatch {
-    layer: NodeId,
-    weights: OutletId,
-    /// The op whose output `act_quant` goes on.
-    activation: NodeId,
-    bypass: Option<NodeId>,
-    post_bypass: Option<NodeId>,
-    bias: Option<NodeId>,
-}
-
 /// Where a quantizer's ranges live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Granularity {
@@ -368,14 +239,6 @@ fn consumer_map(graph: &Graph) -> ConsumerMap {
     ConsumerMap { start, consumers }
 }
 
-fn is_weight_source(graph: &Graph, outlet: OutletId) -> bool {
-    let node = graph.node(outlet.node);
-    match node.op() {
-        "Const" => graph.fact(outlet).dtype == Some(DType::F32),
-        _ => true,
-    }
-}
-
 /// Whether `x` feeds a fake quant, directly or through `Reshape`/`Identity` (§3.4 step 4).
 fn already_followed(graph: &Graph, x: OutletId) -> bool {
     // Most tensors feed neither a fake quant nor a Reshape/Identity: answer
@@ -416,35 +279,30 @@ fn graph_error(node: &str) -> impl FnOnce(GraphError) -> PassError + '_ {
 }
 
 impl Quantize {
-    /// Finds the layer matches of the registered `patterns` (in order),
-    /// then those of §3.2, without editing the graph.
+    /// Finds the layers of every registered pattern, in registry order
+    /// (a layer op is matched at most once), without editing the graph.
     fn match_layers(
         graph: &Graph,
         patterns: &PatternRegistry,
         report: &mut PassReport,
-    ) -> Vec<LayerMatch> {
-        let mut matches: Vec<LayerMatch> = Vec::new();
+    ) -> Result<Vec<LayerCaptures>, PassError> {
+        let mut matches: Vec<LayerCaptures> = Vec::new();
         let mut matched: HashSet<NodeId> = HashSet::new();
         for layer_pattern in patterns.iter() {
-            for m in layer_pattern.pattern().match_graph(graph) {
-                if let Some(lm) = Self::record_data(graph, layer_pattern, &m)
-                    && matched.insert(lm.layer)
-                {
+            let found = layer_pattern
+                .find(graph)
+                .map_err(|message| PassError::Matcher {
+                    pass: PASS,
+                    pattern: layer_pattern.name().to_string(),
+                    message,
+                })?;
+            for lm in found {
+                if matched.insert(lm.layer) {
                     tracing::debug!(
                         pattern = layer_pattern.name(),
                         layer = graph.node(lm.layer).name(),
                         "layer pattern matched"
                     );
-                    matches.push(lm);
-                }
-            }
-        }
-        for stage in Stage::ALL {
-            let (pattern, v) = stage.pattern();
-            for m in pattern.match_graph(graph) {
-                if let Some(lm) = Self::record(graph, stage, &v, &m)
-                    && matched.insert(lm.layer)
-                {
                     matches.push(lm);
                 }
             }
@@ -464,7 +322,7 @@ impl Quantize {
             };
             report.skipped(PASS, LAYER_MATCH, node.name(), reason);
         }
-        matches
+        Ok(matches)
     }
 
     /// Whether `w` is a weight source of decision 5 (for the skip report).
@@ -490,82 +348,6 @@ impl Quantize {
                 .unwrap_or_else(|e| unreachable!("the weight pattern is well formed: {e}"))
         });
         PATTERN.match_node(graph, w.node).is_some() && is_weight_source(graph, w)
-    }
-
-    /// The layer a match of a registered pattern describes, read through its roles.
-    fn record_data(graph: &Graph, pattern: &LayerPattern, m: &Match<'_>) -> Option<LayerMatch> {
-        let roles = pattern.roles();
-        let weights = m.tensor(roles.weights)?;
-        if !is_weight_source(graph, weights) {
-            return None;
-        }
-        Some(LayerMatch {
-            layer: m.node(roles.layer)?,
-            weights,
-            activation: m.node(roles.activation)?,
-            bypass: roles.bypass.and_then(|b| m.node(b)),
-            post_bypass: None,
-            bias: roles.bias.and_then(|b| m.node(b)),
-        })
-    }
-
-    fn record(graph: &Graph, stage: Stage, v: &Vocab, m: &Match<'_>) -> Option<LayerMatch> {
-        let layer = m.node(v.layer)?;
-        let weights = m.tensor(v.weights)?;
-        if !is_weight_source(graph, weights) {
-            return None;
-        }
-        let bias = m.node(v.bias_add).or_else(|| m.node(v.folded_bias));
-        let lm = match stage {
-            Stage::PostBypass | Stage::Activation => {
-                let activation = m.node(v.activation)?;
-                if stage == Stage::Activation {
-                    // conv → Identity → fused BN: the statistics branch.
-                    let node = graph.node(activation);
-                    let consumers = graph.consumers(OutletId::new(activation, 0));
-                    if node.op() == "Identity"
-                        && node.outputs().len() == 1
-                        && consumers.len() == 1
-                        && matches!(
-                            graph.node(consumers[0].node).op(),
-                            "FusedBatchNorm" | "FusedBatchNormV3"
-                        )
-                    {
-                        return None;
-                    }
-                }
-                LayerMatch {
-                    layer,
-                    weights,
-                    activation,
-                    bypass: m.node(v.bypass),
-                    post_bypass: m.node(v.post_bypass),
-                    bias,
-                }
-            }
-            Stage::FinalLayer => LayerMatch {
-                layer,
-                weights,
-                activation: m.root(),
-                bypass: None,
-                post_bypass: None,
-                bias,
-            },
-            Stage::Separable => {
-                if m.node(v.w_folded).is_some() {
-                    return None;
-                }
-                LayerMatch {
-                    layer,
-                    weights,
-                    activation: layer,
-                    bypass: None,
-                    post_bypass: None,
-                    bias: None,
-                }
-            }
-        };
-        Some(lm)
     }
 
     /// How the weights of `layer` are quantized under `config`.
@@ -614,7 +396,7 @@ impl Quantize {
     fn quantize_layer(
         graph: &mut Graph,
         config: &QuantizeConfig,
-        m: &LayerMatch,
+        m: &LayerCaptures,
         consumers: &ConsumerMap,
         marked: &mut HashSet<NodeId>,
         report: &mut PassReport,
@@ -1128,19 +910,20 @@ impl Pass for Quantize {
     }
 
     fn run(&self, graph: &mut Graph, config: &QuantizeConfig) -> Result<PassReport, PassError> {
-        Self::run_with(graph, config, &PatternRegistry::new())
+        static BUILTIN: LazyLock<PatternRegistry> = LazyLock::new(PatternRegistry::builtin);
+        Self::run_with(graph, config, &BUILTIN)
     }
 }
 
-/// [`Quantize`] with extra layer patterns: the patterns of a
-/// [`PatternRegistry`] (plugin patterns, [`crate::patterns`]) are matched
-/// first, in registration order, then the built-in stages of §3.2; a layer
-/// is matched at most once. Each match is quantized as a built-in layer
-/// (§3.3, read through the pattern's roles), and the intermediate pass of
-/// §3.5 follows. With an empty registry it is exactly [`Quantize`].
+/// [`Quantize`] over the layer patterns of a [`PatternRegistry`]: its
+/// entries are tried in order (plugin patterns, then the built-in stages of
+/// §3.2; see [`crate::patterns`]), a layer is matched at most once, each
+/// match is quantized as §3.3 says, and the intermediate pass of §3.5
+/// follows. With [`PatternRegistry::builtin`] (the default) it is exactly
+/// [`Quantize`].
 #[derive(Clone, Debug, Default)]
 pub struct QuantizeWithPatterns {
-    /// The patterns matched before the built-in ones.
+    /// The patterns to try, in order.
     pub patterns: Arc<PatternRegistry>,
 }
 
@@ -1162,7 +945,7 @@ impl Quantize {
     ) -> Result<PassReport, PassError> {
         let mut report = PassReport::new();
         let consumers = consumer_map(graph);
-        let matches = Self::match_layers(graph, patterns, &mut report);
+        let matches = Self::match_layers(graph, patterns, &mut report)?;
         let mut marked = HashSet::new();
         for m in &matches {
             Self::quantize_layer(graph, config, m, &consumers, &mut marked, &mut report)?;
@@ -1175,7 +958,7 @@ impl Quantize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quant_core::Shape;
+    use quant_core::{DType, Shape};
 
     /// `x → a = Relu(x)`, `b = Relu(a)`.
     fn chain() -> (Graph, [NodeId; 3]) {
@@ -1256,7 +1039,7 @@ mod tests {
 #[cfg(test)]
 mod training_tests {
     use super::*;
-    use quant_core::Shape;
+    use quant_core::{DType, Shape};
     use quant_kernels::session::Session;
 
     /// A dangling quantizer on placeholder `x` (shape `[2]`), init range [0, 0].
