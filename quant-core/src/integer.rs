@@ -13,16 +13,30 @@
 //!
 //! Every quantized tensor carries its [`QuantParams`] (`real = scale ·
 //! (q − zero_point)`); constants carry their data.
+//!
+//! Besides TFLite's builtin operators, an op may be [`IntOpKind::Custom`]:
+//! an op type a plugin implements, written to TFLite as a `CUSTOM`
+//! operator with its name as the custom code.
+//!
+//! The model serializes to JSON (serde `Serialize`, the form plugin
+//! exporters receive): `{"tensors": [...], "ops": [...], "inputs": [...],
+//! "outputs": [...], "description": "..."}`; a tensor is `{"name", "dtype"
+//! ("u8", "i8", "i32", "f32"), "shape", "quant" (null or `{"scales",
+//! "zero_points", "axis"?}`), "data"}` with `data` null or the row-major
+//! elements as numbers; an op is `{"kind": {"op": "<TFLite name>", ...its
+//! options}, "inputs" (indices, null for an omitted input), "outputs"}`,
+//! the options named as the fields of [`IntOpKind`]'s variants (a custom
+//! op: `{"op": "CUSTOM", "name": "<op type>"}`).
 
 use crate::dtype::DType;
 use crate::tensor::{QuantParams, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Index of a tensor in [`IntModel::tensors`].
 pub type TensorIndex = usize;
 
 /// A lowered, integer-only model (one subgraph).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IntModel {
     /// Every tensor: activations, constants, inputs and outputs.
     pub tensors: Vec<IntTensor>,
@@ -37,7 +51,7 @@ pub struct IntModel {
 }
 
 /// One tensor of an [`IntModel`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IntTensor {
     /// Name (from the graph node it was lowered from, or the file).
     pub name: String,
@@ -51,7 +65,31 @@ pub struct IntTensor {
     /// int32 biases).
     pub quant: Option<QuantParams>,
     /// The value of a constant; `None` for tensors computed at run time.
+    #[serde(serialize_with = "serialize_data")]
     pub data: Option<Tensor>,
+}
+
+/// A constant's data as JSON: its row-major elements as numbers (integers
+/// for integer types, floats for float ones), or null.
+fn serialize_data<S: Serializer>(data: &Option<Tensor>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let Some(t) = data else {
+        return s.serialize_none();
+    };
+    let mut seq = s.serialize_seq(Some(t.len()))?;
+    match t.to_i64_vec() {
+        Ok(ints) if !matches!(t.dtype(), DType::F32 | DType::F64) => {
+            for v in ints {
+                seq.serialize_element(&v)?;
+            }
+        }
+        _ => {
+            for v in t.to_f64_vec() {
+                seq.serialize_element(&v)?;
+            }
+        }
+    }
+    seq.end()
 }
 
 /// Padding of convolutions and pools (TensorFlow's geometry).
@@ -99,9 +137,11 @@ impl Hw {
 
 /// The operation of an [`IntOp`], with its options. The inputs each op
 /// expects are listed on its variant, in TFLite's order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op")]
 pub enum IntOpKind {
     /// `CONV_2D`: inputs `[input, filter (OHWI), bias]`.
+    #[serde(rename = "CONV_2D")]
     Conv2D {
         /// Padding.
         padding: Padding,
@@ -113,6 +153,7 @@ pub enum IntOpKind {
         activation: Activation,
     },
     /// `DEPTHWISE_CONV_2D`: inputs `[input, filter [1,kh,kw,in·mult], bias]`.
+    #[serde(rename = "DEPTHWISE_CONV_2D")]
     DepthwiseConv2D {
         /// Padding.
         padding: Padding,
@@ -126,6 +167,7 @@ pub enum IntOpKind {
         activation: Activation,
     },
     /// `FULLY_CONNECTED`: inputs `[input, weights [units, in], bias or None]`.
+    #[serde(rename = "FULLY_CONNECTED")]
     FullyConnected {
         /// Fused activation.
         activation: Activation,
@@ -133,16 +175,19 @@ pub enum IntOpKind {
         keep_num_dims: bool,
     },
     /// `ADD`: inputs `[a, b]`.
+    #[serde(rename = "ADD")]
     Add {
         /// Fused activation.
         activation: Activation,
     },
     /// `MUL`: inputs `[a, b]`.
+    #[serde(rename = "MUL")]
     Mul {
         /// Fused activation.
         activation: Activation,
     },
     /// `MAX_POOL_2D`: input `[input]`.
+    #[serde(rename = "MAX_POOL_2D")]
     MaxPool2D {
         /// Padding.
         padding: Padding,
@@ -154,6 +199,7 @@ pub enum IntOpKind {
         activation: Activation,
     },
     /// `AVERAGE_POOL_2D`: input `[input]`.
+    #[serde(rename = "AVERAGE_POOL_2D")]
     AveragePool2D {
         /// Padding.
         padding: Padding,
@@ -165,14 +211,17 @@ pub enum IntOpKind {
         activation: Activation,
     },
     /// `MEAN`: inputs `[input, axes (int32 constant)]`.
+    #[serde(rename = "MEAN")]
     Mean {
         /// Keep reduced dimensions as size 1.
         keep_dims: bool,
     },
     /// `RESHAPE`: inputs `[input, shape (int32 constant)]`; `-1` in the
     /// shape takes the remaining elements.
+    #[serde(rename = "RESHAPE")]
     Reshape,
     /// `CONCATENATION`: inputs `[a, b, ...]`.
+    #[serde(rename = "CONCATENATION")]
     Concatenation {
         /// The axis (negative counts from the end).
         axis: i32,
@@ -181,22 +230,37 @@ pub enum IntOpKind {
         activation: Activation,
     },
     /// `SOFTMAX` along the last axis: input `[input]`.
+    #[serde(rename = "SOFTMAX")]
     Softmax {
         /// The inverse temperature (TFLite's `beta`).
         beta: f32,
     },
     /// `LOGISTIC`: input `[input]`.
+    #[serde(rename = "LOGISTIC")]
     Logistic,
     /// `PAD`: inputs `[input, paddings (int32 [rank, 2])]`.
+    #[serde(rename = "PAD")]
     Pad,
     /// `QUANTIZE`: float → integer, or integer → integer (requantize).
+    #[serde(rename = "QUANTIZE")]
     Quantize,
     /// `DEQUANTIZE`: integer → float.
+    #[serde(rename = "DEQUANTIZE")]
     Dequantize,
+    /// `CUSTOM`: an op type a plugin implements (its integer kernel runs
+    /// it); inputs and outputs are the graph op's, in order, each quantized
+    /// with its own parameters. Written to TFLite as a `CUSTOM` operator
+    /// whose custom code is `name`.
+    #[serde(rename = "CUSTOM")]
+    Custom {
+        /// The op type (the plugin's `[[op]]` name, e.g. `HardSwish`).
+        name: String,
+    },
 }
 
 impl IntOpKind {
-    /// The TFLite builtin operator name (`CONV_2D`, ...).
+    /// The TFLite builtin operator name (`CONV_2D`, ...; `CUSTOM` for a
+    /// plugin op).
     pub fn tflite_name(&self) -> &'static str {
         match self {
             IntOpKind::Conv2D { .. } => "CONV_2D",
@@ -214,12 +278,13 @@ impl IntOpKind {
             IntOpKind::Pad => "PAD",
             IntOpKind::Quantize => "QUANTIZE",
             IntOpKind::Dequantize => "DEQUANTIZE",
+            IntOpKind::Custom { .. } => "CUSTOM",
         }
     }
 }
 
 /// One op of an [`IntModel`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IntOp {
     /// What it computes.
     pub kind: IntOpKind,

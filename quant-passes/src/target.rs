@@ -44,7 +44,9 @@ pub struct Target {
     pub narrow_range_weights: bool,
     /// The integer type weights and activations are stored in.
     pub storage: Storage,
-    /// The integer ops it runs, by TFLite builtin name (`CONV_2D`, ...).
+    /// The integer ops it runs, by TFLite builtin name (`CONV_2D`, ...),
+    /// and the plugin op types it runs as TFLite `CUSTOM` ops, by op type
+    /// (`HardSwish`, see [`Target::supports_custom_op`]).
     pub ops: Vec<String>,
     /// The fused activations its kernels apply.
     pub fused_activations: Vec<Activation>,
@@ -141,6 +143,14 @@ impl Target {
     /// Whether the target runs the integer op with this TFLite name.
     pub fn supports_op(&self, tflite_name: &str) -> bool {
         self.ops.iter().any(|o| o == tflite_name)
+    }
+
+    /// Whether the target runs graph op type `op_type` (one with no
+    /// builtin integer lowering, e.g. a plugin's `HardSwish`) as a TFLite
+    /// `CUSTOM` op: it lists the op type itself in [`Target::ops`]. The
+    /// built-in targets list none, so lowering for them refuses such ops.
+    pub fn supports_custom_op(&self, op_type: &str) -> bool {
+        self.supports_op(op_type)
     }
 }
 
@@ -264,6 +274,15 @@ mod tests {
             registry.register(bad).unwrap_err().to_string(),
             "target `w1`: weight_bits = 1 is out of range: bit widths must be in 2..=16"
         );
+    }
+
+    #[test]
+    fn custom_ops_are_legal_only_where_the_target_lists_the_op_type() {
+        let mut target = Target::tflite_int8();
+        assert!(!target.supports_custom_op("HardSwish"));
+        target.ops.push("HardSwish".into());
+        assert!(target.supports_custom_op("HardSwish"));
+        assert!(!target.supports_custom_op("Tanh"));
     }
 
     #[test]

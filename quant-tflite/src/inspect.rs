@@ -814,7 +814,7 @@ fn lint_op(lints: &mut Lints, c: &OpContext<'_, '_>) {
             "custom-op",
             at,
             None,
-            format!("op {} ({name}): custom op; quant cannot run it", c.index),
+            format!("op {} ({name}): custom op; LiteRT runs it only with the op registered, quant only with the plugin that provides its integer kernel", c.index),
         );
         return;
     }

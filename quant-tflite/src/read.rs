@@ -583,13 +583,18 @@ pub fn read(bytes: &[u8]) -> Result<IntModel, ReadError> {
                 index: code_index,
                 count: code_count,
             })?;
-        if let Some(custom) = code.custom_code() {
-            return Err(ReadError::UnsupportedOp {
-                op: index,
-                name: format!("custom '{custom}'"),
-            });
-        }
-        let kind = op_kind(index, codes::effective_code(&code), &op)?;
+        let kind = match code.custom_code() {
+            Some("") => {
+                return Err(ReadError::UnsupportedOp {
+                    op: index,
+                    name: "custom ''".into(),
+                });
+            }
+            Some(custom) => IntOpKind::Custom {
+                name: custom.to_string(),
+            },
+            None => op_kind(index, codes::effective_code(&code), &op)?,
+        };
         let name = kind.tflite_name();
         let mut op_inputs = index_list(op.inputs(), count, &|pos| {
             format!("op {index} ({name}) input {pos}")

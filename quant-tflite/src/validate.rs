@@ -100,6 +100,12 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A custom op without a name (its `custom_code` would be empty).
+    #[error("op {op} (CUSTOM): the custom op has an empty name")]
+    EmptyCustomName {
+        /// Op index.
+        op: usize,
+    },
     /// A constant's data does not match the tensor's dtype or shape.
     #[error("tensor {tensor} ('{name}'): {reason}")]
     BadData {
@@ -123,7 +129,7 @@ fn input_arity(kind: &IntOpKind) -> (usize, usize) {
         | IntOpKind::Mean { .. }
         | IntOpKind::Reshape
         | IntOpKind::Pad => (2, 2),
-        IntOpKind::Concatenation { .. } => (1, usize::MAX),
+        IntOpKind::Concatenation { .. } | IntOpKind::Custom { .. } => (1, usize::MAX),
         IntOpKind::MaxPool2D { .. }
         | IntOpKind::AveragePool2D { .. }
         | IntOpKind::Softmax { .. }
@@ -152,6 +158,9 @@ pub(crate) fn is_bias(kind: &IntOpKind, slot: usize) -> bool {
 
 fn check_op(model: &IntModel, index: usize, op: &IntOp) -> Result<(), ModelError> {
     let name = op.kind.tflite_name();
+    if matches!(&op.kind, IntOpKind::Custom { name } if name.is_empty()) {
+        return Err(ModelError::EmptyCustomName { op: index });
+    }
     let count = model.tensors.len();
     let (min, max) = input_arity(&op.kind);
     if op.inputs.len() < min || op.inputs.len() > max {

@@ -80,6 +80,7 @@ pub(crate) fn builtin_code(kind: &IntOpKind) -> fb::BuiltinOperator {
         IntOpKind::Pad => B::PAD,
         IntOpKind::Quantize => B::QUANTIZE,
         IntOpKind::Dequantize => B::DEQUANTIZE,
+        IntOpKind::Custom { .. } => B::CUSTOM,
     }
 }
 
@@ -148,10 +149,15 @@ pub fn write(model: &IntModel) -> Result<Vec<u8>, WriteError> {
     let mut fbb = FlatBufferBuilder::with_capacity(data_bytes + 4096);
 
     // Operator codes, in order of first use, and each op's code index.
-    let mut opcodes: Vec<(fb::BuiltinOperator, i32)> = Vec::new();
+    // A custom op's code carries its name (`custom_code`).
+    let mut opcodes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
     let mut op_code_index = Vec::with_capacity(model.ops.len());
     for op in &model.ops {
-        let key = (builtin_code(&op.kind), op_version(model, op));
+        let custom = match &op.kind {
+            IntOpKind::Custom { name } => Some(name.as_str()),
+            _ => None,
+        };
+        let key = (builtin_code(&op.kind), op_version(model, op), custom);
         let index = opcodes.iter().position(|k| *k == key).unwrap_or_else(|| {
             opcodes.push(key);
             opcodes.len() - 1
@@ -160,7 +166,7 @@ pub fn write(model: &IntModel) -> Result<Vec<u8>, WriteError> {
     }
     let min_runtime = opcodes
         .iter()
-        .filter_map(|&(code, version)| codes::min_runtime(code, version))
+        .filter_map(|&(code, version, _)| codes::min_runtime(code, version))
         .max_by_key(|v| codes::runtime_key(v));
 
     // Buffers: 0 empty, then one per constant, then the metadata payload.
@@ -293,13 +299,14 @@ pub fn write(model: &IntModel) -> Result<Vec<u8>, WriteError> {
     fbb.force_defaults(true);
     let operator_codes: Vec<_> = opcodes
         .iter()
-        .map(|&(code, version)| {
+        .map(|&(code, version, custom)| {
+            let custom_code = custom.map(|name| fbb.create_string(name));
             fb::OperatorCode::create(
                 &mut fbb,
                 &fb::OperatorCodeArgs {
                     // Every code quant writes is below 127 and fits the old byte.
                     deprecated_builtin_code: code.0.min(127) as i8,
-                    custom_code: None,
+                    custom_code,
                     version,
                     builtin_code: code,
                 },
@@ -465,9 +472,11 @@ fn options(fbb: &mut FlatBufferBuilder<'_>, kind: &IntOpKind) -> Options {
             let o = fb::PadOptions::create(fbb, &fb::PadOptionsArgs {});
             (O::PadOptions, Some(o.as_union_value()))
         }
-        IntOpKind::Reshape | IntOpKind::Logistic | IntOpKind::Quantize | IntOpKind::Dequantize => {
-            (O::NONE, None)
-        }
+        IntOpKind::Reshape
+        | IntOpKind::Logistic
+        | IntOpKind::Quantize
+        | IntOpKind::Dequantize
+        | IntOpKind::Custom { .. } => (O::NONE, None),
     }
 }
 

@@ -152,10 +152,12 @@ fn plugins_list_shows_builtins_and_the_three_examples() {
         names(&all["targets"]),
         [
             "int4-weights:int4-target",
+            "int8-hardswish:custom-op",
             "tflite-int8:built-in",
             "tflite-uint8:built-in"
         ]
     );
+    assert_eq!(all["targets"][1]["exporter"], "op-census");
     let int4 = &all["targets"][0];
     assert_eq!(int4["weight_bits"], 4);
     assert_eq!(int4["activation_bits"], 8);
@@ -166,8 +168,18 @@ fn plugins_list_shows_builtins_and_the_three_examples() {
         names(&all["patterns"])[..2],
         ["dense-tanh:tanh-dense", "dense-hardswish:custom-op"]
     );
+    assert_eq!(
+        names(&all["patterns"])[2..],
+        [
+            "post_activation_bypass:built-in",
+            "activation:built-in",
+            "final_layer:built-in",
+            "separable:built-in"
+        ]
+    );
     assert_eq!(names(&all["ops"]), ["HardSwish:custom-op"]);
     assert_eq!(all["ops"][0]["gradient"], "HardSwishGrad");
+    assert_eq!(all["ops"][0]["integer_kernel"], true);
     assert!(names(&all["exporters"]).contains(&"op-census:custom-op".to_string()));
 
     let text = xtask(&["plugins", "list", "--plugin", &example("int4-target")]);
@@ -411,61 +423,129 @@ fn the_tanh_dense_pattern_moves_the_activation_quantizer_after_the_tanh() {
 }
 
 #[test]
-fn the_custom_op_plugin_rewrites_and_runs_a_hardswish_layer() {
+fn the_custom_op_plugin_rewrites_runs_and_exports_a_hardswish_layer() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = custom_op_manifest(dir.path());
     let plugins = quant_plugin_api::load_plugins(std::slice::from_ref(&manifest)).unwrap();
     let input = dir.path().join("dense.json");
     write_graph_json(&input, &dense("HardSwish", plugins.ops())).unwrap();
 
+    // The plugin's matcher quantizes the weights, the layer output (the
+    // bias add) and the HardSwish output.
     let (summary, _, output) = rewrite(
         dir.path(),
         &input,
         &["--mode", "eval", "--plugin", manifest.to_str().unwrap()],
     );
     let act = "dense/act_quant/FakeQuantWithMinMaxVars";
-    assert_eq!(quantizers(&summary).len(), 2);
+    let post = "dense/post_activation_bypass_quant/FakeQuantWithMinMaxVars";
+    let roles: Vec<_> = quantizers(&summary)
+        .into_iter()
+        .map(|q| (q.0, q.1))
+        .collect();
+    assert_eq!(roles.len(), 3, "{roles:?}");
+    assert_eq!(roles[1].0, act);
+    assert_eq!(roles[2].0, post);
     let graph = read_graph(&output, plugins.ops()).unwrap();
-    assert_eq!(producer_of(&graph, act), "dense/act");
+    assert_eq!(producer_of(&graph, act), "dense/Add");
+    assert_eq!(producer_of(&graph, "dense/act"), act);
+    assert_eq!(producer_of(&graph, post), "dense/act");
     assert_eq!(graph.by_name("dense/act").unwrap().op(), "HardSwish");
 
-    // Run it: the HardSwish kernel comes from the library. The activation
-    // range [0, 6] and the weights' [−6, 6] are the rewrite's initial ranges.
+    // Run it: the HardSwish kernel comes from the library. The ranges are
+    // the rewrite's initial ones: weights [−6, 6], the layer output [0, 6],
+    // the HardSwish output [−6, 6].
     let mut session = Session::with_kernels(graph, plugins.kernels().clone()).unwrap();
     let xs = vec![1.0f32, 0.5, -1.0, 2.0, 0.0, 1.5];
     let x = Tensor::from_vec(&[2, 3], xs.clone()).unwrap();
     let got = session.run(&[("x", x)], &["dense/act", "out"]).unwrap();
-    // Reference: the same layer computed here, with 8-bit narrow-range
-    // weights on [−6, 6] (step 12/254) and HardSwish(v) = v·clamp(v+3, 0, 6)/6.
-    let step = 12.0 / 254.0;
+    // Reference: the same layer computed here. TensorFlow's fake quant on
+    // [min, max] with 8 bits: scale (max − min)/255 (narrow range: /254),
+    // zero point round(−min/scale), so the grid is nudged to hold 0.
+    let fake_quant = |v: f64, min: f64, max: f64, levels: f64| {
+        let scale = (max - min) / levels;
+        let zero = (-min / scale).round();
+        let (lo, hi) = (-zero * scale, (levels - zero) * scale);
+        ((v.clamp(lo, hi) - lo) / scale).round() * scale + lo
+    };
     let w: Vec<f64> = (0..12)
-        .map(|i| {
-            let v = (f64::from(i) - 6.0) / 8.0;
-            ((v + 6.0) / step).round() * step - 6.0
-        })
+        .map(|i| fake_quant((f64::from(i) - 6.0) / 8.0, -6.0, 6.0, 254.0))
         .collect();
     let bias = [0.1, -0.2, 0.3, 0.0];
     let hs = got[0].to_f64_vec();
+    let out = got[1].to_f64_vec();
     for r in 0..2 {
         for c in 0..4 {
             let v: f64 = (0..3)
                 .map(|k| f64::from(xs[r * 3 + k]) * w[k * 4 + c])
                 .sum::<f64>()
                 + bias[c];
-            let expected = v * (v + 3.0).clamp(0.0, 6.0) / 6.0;
-            assert!(
-                (hs[r * 4 + c] - expected).abs() < 1e-5,
-                "[{r},{c}] {} vs {expected}",
-                hs[r * 4 + c]
-            );
+            let a = fake_quant(v, 0.0, 6.0, 255.0);
+            let h = a * (a + 3.0).clamp(0.0, 6.0) / 6.0;
+            let i = r * 4 + c;
+            assert!((hs[i] - h).abs() < 1e-5, "[{r},{c}] {} vs {h}", hs[i]);
+            let q = fake_quant(h, -6.0, 6.0, 255.0);
+            assert!((out[i] - q).abs() < 1e-5, "[{r},{c}] {} vs {q}", out[i]);
         }
     }
-    // The output is the activation quantized to 8 bits on [0, 6].
-    let out = got[1].to_f64_vec();
-    for (o, h) in out.iter().zip(&hs) {
-        let q = (h.clamp(0.0, 6.0) / (6.0 / 255.0)).round() * (6.0 / 255.0);
-        assert!((o - q).abs() < 1e-5, "{o} vs {q}");
-    }
+
+    // Export: rewritten for the plugin's target (symmetric per-channel int8
+    // weights), lowered to QUANTIZE, FULLY_CONNECTED, CUSTOM HardSwish,
+    // DEQUANTIZE, and handed to the plugin's exporter.
+    let (_, _, for_target) = rewrite(
+        dir.path(),
+        &input,
+        &[
+            "--mode",
+            "eval",
+            "--target",
+            "int8-hardswish",
+            "--plugin",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    let census = dir.path().join("census.txt");
+    let export = |target: &str, out: &Path| {
+        xtask(&[
+            "export",
+            "--graph",
+            for_target.to_str().unwrap(),
+            "--target",
+            target,
+            "--output",
+            out.to_str().unwrap(),
+            "--output-node",
+            "out",
+            "--input-range",
+            "x=-2,2",
+            "--plugin",
+            manifest.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let summary = json(&export("int8-hardswish", &census));
+    assert_eq!(summary["exporter"], "op-census");
+    assert_eq!(
+        summary["ops"],
+        serde_json::json!([
+            "QUANTIZE",
+            "FULLY_CONNECTED",
+            "CUSTOM:HardSwish",
+            "DEQUANTIZE"
+        ])
+    );
+    assert_eq!(
+        std::fs::read_to_string(&census).unwrap(),
+        "DEQUANTIZE 1\nFULLY_CONNECTED 1\nHardSwish 1\nQUANTIZE 1\n"
+    );
+    // tflite-int8 does not list HardSwish: lowering refuses it by name.
+    let o = export("tflite-int8", &dir.path().join("m.tflite"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("`dense/act` (HardSwish) cannot be lowered"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -474,7 +554,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-const GOOD_PLUGIN: &str = "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 1\n";
+const GOOD_PLUGIN: &str = "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 2\n";
 
 fn target(name: &str, weight_bits: u32, activation_bits: u32) -> String {
     format!(
@@ -519,8 +599,8 @@ fn bad_plugins_are_refused_with_one_error_line_naming_the_manifest() {
     );
     check(
         "abi.toml",
-        "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 2\n",
-        "ABI version mismatch: the manifest says abi = 2, this quant speaks abi = 1",
+        "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 1\n",
+        "ABI version mismatch: the manifest says abi = 1, this quant speaks abi = 2",
     );
     check(
         "unknown-op.toml",
@@ -567,7 +647,7 @@ fn bad_plugins_are_refused_with_one_error_line_naming_the_manifest() {
         d,
         "second.toml",
         &format!(
-            "[plugin]\nname = \"q\"\nversion = \"1\"\nabi = 1\n{}",
+            "[plugin]\nname = \"q\"\nversion = \"1\"\nabi = 2\n{}",
             target("edge", 8, 8)
         ),
     );
@@ -578,15 +658,15 @@ fn bad_plugins_are_refused_with_one_error_line_naming_the_manifest() {
         &format!("target `edge` is already registered by {}", first.display()),
     );
 
-    // A library built for another ABI version, behind a manifest that says abi = 1.
+    // A library built for ABI version 1, behind a manifest that says abi = 2.
     let wrong = build_cdylib(&["-p", "quant-plugin-panicking", "--example", "wrong_abi"]);
     check(
         "wrong-abi.toml",
         &format!(
-            "[plugin]\nname = \"wrong-abi\"\nversion = \"1\"\nabi = 1\nlibrary = {:?}\n",
+            "[plugin]\nname = \"wrong-abi\"\nversion = \"1\"\nabi = 2\nlibrary = {:?}\n",
             wrong.display().to_string()
         ),
-        "ABI version mismatch: the library says abi = 2, this quant speaks abi = 1",
+        "ABI version mismatch: the library says abi = 1, this quant speaks abi = 2",
     );
 
     // SHA-256 pin mismatch, on the real library.
@@ -625,7 +705,11 @@ fn docs_plugins_md_quotes_the_tested_examples_verbatim() {
         .skip(1)
         .map(|rest| rest.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 3, "the op, the exporter and the entry point");
+    assert_eq!(
+        blocks.len(),
+        4,
+        "the op, the matcher, the exporter and the entry point"
+    );
     for block in blocks {
         assert!(
             source.contains(block),

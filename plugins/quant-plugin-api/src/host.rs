@@ -9,15 +9,19 @@
 //! function pointers taken from them stay valid for the process's life.
 
 use crate::abi::{
-    ABI_VERSION, BackwardFn, ENTRY_POINT, EntryFn, ExportFn, ForwardFn, STATUS_OK, STATUS_PANIC,
-    Sink, TensorView,
+    ABI_VERSION, BackwardFn, ELEM_I8, ELEM_I32, ELEM_U8, ENTRY_POINT, EntryFn, ExportFn, ForwardFn,
+    IntegerFn, MatchFn, QTensorView, STATUS_OK, STATUS_PANIC, Sink, TensorView,
 };
 use crate::error::{PluginError, Problem};
 use crate::manifest::{Manifest, ShapeRule, check_distinct};
+use quant_core::integer::IntModel;
 use quant_core::ops::{Arity, OpSpec};
-use quant_core::{Graph, OpRegistry, OutputFact, Tensor};
+use quant_core::{DType, Graph, NodeId, OpRegistry, OutletId, OutputFact, Tensor};
+use quant_kernels::integer::{
+    CustomKernel, CustomKernels, QBuffer, QData, QOutput, QOutputSpec, QTensor,
+};
 use quant_kernels::session::{Kernel, KernelCtx, KernelRegistry, Value};
-use quant_passes::patterns::PatternRegistry;
+use quant_passes::patterns::{LayerCaptures, LayerPattern, PatternRegistry};
 use quant_passes::target::{Target, TargetRegistry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, c_char, c_void};
@@ -29,6 +33,7 @@ use std::sync::Arc;
 struct OpFns {
     forward: ForwardFn,
     backward: Option<BackwardFn>,
+    integer: Option<IntegerFn>,
 }
 
 /// A loaded plugin: its validated manifest and, if it has one, its library.
@@ -37,6 +42,7 @@ pub struct Plugin {
     manifest: Manifest,
     ops: BTreeMap<String, OpFns>,
     exporters: BTreeMap<String, ExportFn>,
+    matchers: BTreeMap<String, MatchFn>,
 }
 
 /// The suffix of the op type that computes a custom op's gradient: op
@@ -84,6 +90,7 @@ impl Plugin {
             manifest,
             ops: BTreeMap::new(),
             exporters: BTreeMap::new(),
+            matchers: BTreeMap::new(),
         };
         let Some(path) = plugin.manifest.library.clone() else {
             return Ok(plugin);
@@ -135,6 +142,7 @@ impl Plugin {
         };
         entries(table.ops.cast(), table.n_ops, "ops").map_err(err)?;
         entries(table.exporters.cast(), table.n_exporters, "exporters").map_err(err)?;
+        entries(table.matchers.cast(), table.n_matchers, "matchers").map_err(err)?;
         for i in 0..table.n_ops {
             // SAFETY: `ops` holds `n_ops` entries.
             let entry = unsafe { &*table.ops.add(i) };
@@ -144,6 +152,7 @@ impl Plugin {
                 OpFns {
                     forward: entry.forward,
                     backward: entry.backward,
+                    integer: entry.integer,
                 },
             );
         }
@@ -152,6 +161,12 @@ impl Plugin {
             let entry = unsafe { &*table.exporters.add(i) };
             let name = c_str(entry.name, "an exporter name").map_err(err)?;
             plugin.exporters.insert(name, entry.export);
+        }
+        for i in 0..table.n_matchers {
+            // SAFETY: `matchers` holds `n_matchers` entries.
+            let entry = unsafe { &*table.matchers.add(i) };
+            let name = c_str(entry.name, "a matcher name").map_err(err)?;
+            plugin.matchers.insert(name, entry.find);
         }
         let declared: Vec<&str> = plugin
             .manifest
@@ -169,6 +184,14 @@ impl Plugin {
             .collect();
         let provided: Vec<&str> = plugin.exporters.keys().map(String::as_str).collect();
         compare("exporter", &declared, &provided).map_err(err)?;
+        let declared: Vec<&str> = plugin
+            .manifest
+            .matchers
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let provided: Vec<&str> = plugin.matchers.keys().map(String::as_str).collect();
+        compare("matcher", &declared, &provided).map_err(err)?;
         Ok(plugin)
     }
 
@@ -182,15 +205,27 @@ impl Plugin {
         self.ops.get(op).is_some_and(|f| f.backward.is_some())
     }
 
-    /// Runs exporter `name` on `graph`, returning the file's bytes.
-    pub fn export(&self, name: &str, graph: &Graph) -> Result<Vec<u8>, PluginError> {
+    /// Whether custom op `op` has an integer kernel.
+    pub fn has_integer_kernel(&self, op: &str) -> bool {
+        self.ops.get(op).is_some_and(|f| f.integer.is_some())
+    }
+
+    /// Runs exporter `name` on the lowered integer model `model` (handed
+    /// to the library as JSON, see [`crate::abi::ExportFn`]), returning the
+    /// file's bytes.
+    pub fn export(&self, name: &str, model: &IntModel) -> Result<Vec<u8>, PluginError> {
         let err = |problem| PluginError::new(&self.manifest.path, problem);
         let export = self.exporters.get(name).ok_or_else(|| {
             err(Problem::Table(format!(
                 "the plugin has no exporter `{name}`"
             )))
         })?;
-        let json = quant_core::serialize::json::to_json(graph);
+        let json = serde_json::to_vec(model).map_err(|e| {
+            err(Problem::Call {
+                function: format!("exporter `{name}`"),
+                message: format!("the model cannot be serialized: {e}"),
+            })
+        })?;
         let mut state = CallState::new(0);
         let sink = state.sink();
         // SAFETY: the bytes and the sink outlive the call.
@@ -227,10 +262,28 @@ struct CallState {
     outputs: Vec<Option<(Vec<usize>, Vec<f32>)>>,
     error: Option<String>,
     bytes: Vec<u8>,
+    /// The element type of an integer kernel's output 0, and the output.
+    quantized: Option<(u32, Option<QOutput>)>,
 }
 
 /// The most elements one plugin output may have (16 GiB of f32).
 const MAX_OUTPUT_ELEMENTS: usize = 1 << 32;
+
+/// The shape a plugin asks an output to have, and its element count, if
+/// it is not larger than [`MAX_OUTPUT_ELEMENTS`].
+///
+/// # Safety
+/// Unless `rank` is 0, `shape` points to `rank` readable `usize`s.
+unsafe fn output_shape(shape: *const usize, rank: usize) -> Option<(Vec<usize>, usize)> {
+    let shape = if rank == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(shape, rank) }.to_vec()
+    };
+    let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    (len <= MAX_OUTPUT_ELEMENTS).then_some((shape, len))
+}
 
 unsafe extern "C" fn host_alloc(
     ctx: *mut c_void,
@@ -246,19 +299,48 @@ unsafe extern "C" fn host_alloc(
     if slot.is_some() || (rank > 0 && shape.is_null()) {
         return std::ptr::null_mut();
     }
-    let shape = if rank == 0 {
-        Vec::new()
-    } else {
-        // SAFETY: the plugin passes `rank` dimensions.
-        unsafe { std::slice::from_raw_parts(shape, rank) }.to_vec()
-    };
-    let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    let Some(len) = len.filter(|&n| n <= MAX_OUTPUT_ELEMENTS) else {
+    // SAFETY: the plugin passes `rank` dimensions at `shape`.
+    let Some((shape, len)) = (unsafe { output_shape(shape, rank) }) else {
         return std::ptr::null_mut();
     };
     let mut data = vec![0.0f32; len];
     let ptr = data.as_mut_ptr();
     *slot = Some((shape, data));
+    ptr
+}
+
+unsafe extern "C" fn host_alloc_quantized(
+    ctx: *mut c_void,
+    index: usize,
+    elem: u32,
+    shape: *const usize,
+    rank: usize,
+) -> *mut c_void {
+    // SAFETY: `ctx` is the `CallState` of this call.
+    let state = unsafe { &mut *ctx.cast::<CallState>() };
+    let Some((expected, slot)) = state.quantized.as_mut() else {
+        return std::ptr::null_mut();
+    };
+    if index != 0 || elem != *expected || slot.is_some() || (rank > 0 && shape.is_null()) {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the plugin passes `rank` dimensions at `shape`.
+    let Some((shape, len)) = (unsafe { output_shape(shape, rank) }) else {
+        return std::ptr::null_mut();
+    };
+    let mut data = match elem {
+        ELEM_U8 => QBuffer::U8(vec![0; len]),
+        ELEM_I8 => QBuffer::I8(vec![0; len]),
+        ELEM_I32 => QBuffer::I32(vec![0; len]),
+        _ => return std::ptr::null_mut(),
+    };
+    let ptr: *mut c_void = match &mut data {
+        QBuffer::U8(v) => v.as_mut_ptr().cast(),
+        QBuffer::I8(v) => v.as_mut_ptr().cast(),
+        QBuffer::I32(v) => v.as_mut_ptr().cast(),
+    };
+    // Moving the Vec into the state keeps its heap buffer where it is.
+    *slot = Some(QOutput { shape, data });
     ptr
 }
 
@@ -291,6 +373,7 @@ impl CallState {
             outputs: vec![None; outputs],
             error: None,
             bytes: Vec::new(),
+            quantized: None,
         }
     }
 
@@ -301,19 +384,26 @@ impl CallState {
             alloc: host_alloc,
             error: host_error,
             write: host_write,
+            alloc_quantized: host_alloc_quantized,
         }
+    }
+
+    /// `Err(message)` if a call returned a failing `status`.
+    fn status(&mut self, status: i32) -> Result<(), String> {
+        if status == STATUS_OK {
+            return Ok(());
+        }
+        let message = self.error.take().unwrap_or_default();
+        Err(match (status, message.is_empty()) {
+            (STATUS_PANIC, true) => "panicked".into(),
+            (_, true) => format!("failed with status {status}"),
+            (_, false) => message,
+        })
     }
 
     /// The outputs after a call that returned `status`.
     fn finish(&mut self, status: i32) -> Result<Vec<Tensor>, String> {
-        if status != STATUS_OK {
-            let message = self.error.take().unwrap_or_default();
-            return Err(match (status, message.is_empty()) {
-                (STATUS_PANIC, true) => "panicked".into(),
-                (_, true) => format!("failed with status {status}"),
-                (_, false) => message,
-            });
-        }
+        self.status(status)?;
         self.outputs
             .iter_mut()
             .enumerate()
@@ -386,6 +476,130 @@ fn call_backward(f: BackwardFn, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Strin
     state.finish(status)
 }
 
+/// The ABI element code of a quantized element type.
+fn elem_code(dtype: DType) -> Option<u32> {
+    match dtype {
+        DType::U8 => Some(ELEM_U8),
+        DType::I8 => Some(ELEM_I8),
+        DType::I32 => Some(ELEM_I32),
+        _ => None,
+    }
+}
+
+/// Calls an integer kernel.
+fn call_integer(
+    f: IntegerFn,
+    inputs: &[QTensor<'_>],
+    spec: &QOutputSpec,
+) -> Result<QOutput, String> {
+    let views: Vec<QTensorView> = inputs
+        .iter()
+        .map(|t| {
+            let (data, elem, len): (*const c_void, u32, usize) = match t.data {
+                QData::U8(d) => (d.as_ptr().cast(), ELEM_U8, d.len()),
+                QData::I8(d) => (d.as_ptr().cast(), ELEM_I8, d.len()),
+                QData::I32(d) => (d.as_ptr().cast(), ELEM_I32, d.len()),
+            };
+            QTensorView {
+                data,
+                elem,
+                len,
+                shape: t.shape.as_ptr(),
+                rank: t.shape.len(),
+                scale: t.scale,
+                zero_point: t.zero_point,
+            }
+        })
+        .collect();
+    let elem = elem_code(spec.dtype)
+        .ok_or_else(|| format!("the output type {} is not u8, i8 or i32", spec.dtype))?;
+    let output = QTensorView {
+        data: std::ptr::null(),
+        elem,
+        len: 0,
+        shape: spec.shape.as_ptr(),
+        rank: spec.shape.len(),
+        scale: spec.scale,
+        zero_point: spec.zero_point,
+    };
+    let mut state = CallState::new(0);
+    state.quantized = Some((elem, None));
+    let sink = state.sink();
+    // SAFETY: the views, the output spec and the sink outlive the call.
+    let status = unsafe { f(views.as_ptr(), views.len(), &output, &sink) };
+    state.status(status)?;
+    state
+        .quantized
+        .take()
+        .and_then(|(_, out)| out)
+        .ok_or_else(|| "output 0 was not produced".to_string())
+}
+
+/// Calls a matcher on `graph` and resolves the node names it answers with.
+fn call_matcher(f: MatchFn, graph: &Graph) -> Result<Vec<LayerCaptures>, String> {
+    let json = quant_core::serialize::json::to_json(graph);
+    let mut state = CallState::new(0);
+    let sink = state.sink();
+    // SAFETY: the bytes and the sink outlive the call.
+    let status = unsafe { f(json.as_ptr(), json.len(), &sink) };
+    state.status(status)?;
+    let raw: Vec<RawCaptures> = serde_json::from_slice(&state.bytes)
+        .map_err(|e| format!("the answer is not a JSON array of layers: {e}"))?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| r.resolve(graph).map_err(|m| format!("layer {i}: {m}")))
+        .collect()
+}
+
+/// One layer as a matcher names it (see [`crate::abi::MatchFn`]).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaptures {
+    layer: String,
+    weights: String,
+    activation: String,
+    bias: Option<String>,
+    bypass: Option<String>,
+    post_bypass: Option<String>,
+}
+
+impl RawCaptures {
+    fn resolve(&self, graph: &Graph) -> Result<LayerCaptures, String> {
+        let node = |role: &str, name: &str| -> Result<NodeId, String> {
+            graph
+                .id(name)
+                .ok_or_else(|| format!("`{role}` names `{name}`, which is not a node of the graph"))
+        };
+        let optional =
+            |role: &str, name: &Option<String>| name.as_deref().map(|n| node(role, n)).transpose();
+        let layer = node("layer", &self.layer)?;
+        let weights = match self.weights.rsplit_once(':') {
+            Some((name, slot)) if !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()) => {
+                let id = node("weights", name)?;
+                let slot: usize = slot
+                    .parse()
+                    .map_err(|_| format!("`weights` output `{slot}` is not a number"))?;
+                let outputs = graph.node(id).outputs().len();
+                if slot >= outputs {
+                    return Err(format!(
+                        "`weights` names output {slot} of `{name}`, which has {outputs}"
+                    ));
+                }
+                OutletId::new(id, slot)
+            }
+            _ => OutletId::new(node("weights", &self.weights)?, 0),
+        };
+        Ok(LayerCaptures {
+            layer,
+            weights,
+            activation: node("activation", &self.activation)?,
+            bias: optional("bias", &self.bias)?,
+            bypass: optional("bypass", &self.bypass)?,
+            post_bypass: optional("post_bypass", &self.post_bypass)?,
+        })
+    }
+}
+
 fn kernel_inputs<'a>(ctx: &'a KernelCtx<'_>) -> Result<Vec<&'a Tensor>, String> {
     (0..ctx.node().inputs().len())
         .map(|i| ctx.input(i))
@@ -400,6 +614,7 @@ pub struct Plugins {
     patterns: PatternRegistry,
     ops: OpRegistry,
     kernels: KernelRegistry,
+    integer_kernels: CustomKernels,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -418,9 +633,10 @@ impl Plugins {
         Plugins {
             plugins: Vec::new(),
             targets: TargetRegistry::builtin(),
-            patterns: PatternRegistry::new(),
+            patterns: PatternRegistry::builtin(),
             ops: OpRegistry::builtin().clone(),
             kernels: KernelRegistry::builtin(),
+            integer_kernels: CustomKernels::new(),
         }
     }
 
@@ -444,6 +660,7 @@ impl Plugins {
         let mut patterns = self.patterns.clone();
         let mut ops = self.ops.clone();
         let mut kernels = self.kernels.clone();
+        let mut integer_kernels = self.integer_kernels.clone();
         for target in &plugin.manifest.targets {
             targets
                 .register(target.clone())
@@ -455,6 +672,23 @@ impl Plugins {
                 .map_err(|e| err(Problem::Invalid(e.to_string())))?;
         }
         let name = plugin.manifest.name.clone();
+        for m in &plugin.manifest.matchers {
+            let f = plugin.matchers.get(&m.name).copied().ok_or_else(|| {
+                err(Problem::Table(format!(
+                    "matcher `{}` has no function",
+                    m.name
+                )))
+            })?;
+            let label = format!("plugin `{name}`: matcher `{}`", m.name);
+            let find: quant_passes::patterns::MatchFn = Arc::new(move |graph: &Graph| {
+                call_matcher(f, graph).map_err(|e| format!("{label}: {e}"))
+            });
+            let pattern = LayerPattern::from_fn(&m.name, &m.description, find)
+                .map_err(|e| err(Problem::Invalid(e.to_string())))?;
+            patterns
+                .register(pattern)
+                .map_err(|e| err(Problem::Invalid(e.to_string())))?;
+        }
         for op in &plugin.manifest.ops {
             let fns =
                 plugin.ops.get(&op.name).copied().ok_or_else(|| {
@@ -482,6 +716,14 @@ impl Plugins {
                     .map_err(|m| format!("{label}: {m}"))
             });
             kernels.register(&op.name, forward);
+            if let Some(integer) = fns.integer {
+                let label = format!("plugin `{name}`: op `{}` integer kernel", op.name);
+                let kernel: CustomKernel =
+                    Arc::new(move |inputs: &[QTensor<'_>], spec: &QOutputSpec| {
+                        call_integer(integer, inputs, spec).map_err(|m| format!("{label}: {m}"))
+                    });
+                integer_kernels.insert(op.name.clone(), kernel);
+            }
             if let Some(backward) = fns.backward {
                 let grad = format!("{}{GRAD_SUFFIX}", op.name);
                 let n = op.inputs;
@@ -503,6 +745,7 @@ impl Plugins {
         self.patterns = patterns;
         self.ops = ops;
         self.kernels = kernels;
+        self.integer_kernels = integer_kernels;
         self.plugins.push(Arc::new(plugin));
         Ok(())
     }
@@ -517,9 +760,16 @@ impl Plugins {
         &self.targets
     }
 
-    /// The plugins' layer patterns (matched before the built-in stages).
+    /// The layer patterns: the plugins' (tried first) and the built-in stages.
     pub fn patterns(&self) -> &PatternRegistry {
         &self.patterns
+    }
+
+    /// The integer kernels of the plugin op types that have one, for
+    /// [`quant_kernels::integer::IntExecutor::with_custom_kernels`] (they
+    /// run the models' CUSTOM ops).
+    pub fn integer_kernels(&self) -> &CustomKernels {
+        &self.integer_kernels
     }
 
     /// Every op type: the built-in ones, the plugins' and their gradient ops.

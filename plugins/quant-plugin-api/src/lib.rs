@@ -2,7 +2,8 @@
 //!
 //! The plugin contract of quant: the TOML manifest format (targets and layer
 //! patterns as data), the versioned C ABI for dynamically loaded libraries
-//! (kernels for new op types with their gradients, exporters), and the
+//! (float, gradient and integer kernels for new op types, custom layer
+//! matchers, exporters of the lowered integer model), and the
 //! host-side loader that validates manifests, checks the ABI handshake and
 //! SHA-256 pins, and registers plugins next to quant's built-ins.
 //!
@@ -12,7 +13,7 @@
 //! [plugin]
 //! name = "tanh-dense"        # unique among loaded plugins
 //! version = "0.1.0"
-//! abi = 1                    # must be abi::ABI_VERSION
+//! abi = 2                    # must be abi::ABI_VERSION
 //! # library = "libfoo.so"    # optional, relative to the manifest
 //! # sha256 = "…"             # optional pin of the library (64 hex digits)
 //!
@@ -25,7 +26,7 @@
 //! per_channel_weights = true
 //! narrow_range_weights = true     # default true
 //! storage = "int8"                # or "uint8"
-//! ops = ["FULLY_CONNECTED"]       # TFLite builtin names
+//! ops = ["FULLY_CONNECTED"]       # TFLite builtin names, and plugin op types run as CUSTOM ops
 //! fused_activations = ["none", "relu", "relu6"]
 //! exporter = "none"               # tflite-int8, tflite-uint8, an [[exporter]], or none
 //!
@@ -57,6 +58,10 @@
 //! outputs = 1                # default 1
 //! shape = "same-as-input0"   # or "unknown"
 //!
+//! [[matcher]]                # a layer pattern in code, in the library
+//! name = "dense-hardswish"
+//! description = "..."
+//!
 //! [[exporter]]               # an exporter the library implements
 //! name = "my-format"
 //! ```
@@ -78,8 +83,10 @@
 //! [`Plugins`] holds the targets, layer patterns, op types and kernels of
 //! quant and of the loaded plugins, to hand to the rewrite
 //! ([`quant_passes::api::experimental_create_eval_graph_with_patterns`]),
-//! the executor ([`quant_kernels::session::Session::with_kernels`]) and
-//! target lookups. `docs/plugins.md` walks through writing each kind.
+//! the executor ([`quant_kernels::session::Session::with_kernels`]), the
+//! lowering (targets listing plugin op types), the integer executor
+//! ([`quant_kernels::integer::IntExecutor::with_custom_kernels`]) and
+//! exporters ([`Plugin::export`], given the lowered model). `docs/plugins.md` walks through writing each kind.
 
 pub mod abi;
 pub mod author;

@@ -35,6 +35,9 @@ pub struct RawManifest {
     /// `[[pattern]]`: layer patterns.
     #[serde(default)]
     pub pattern: Vec<PatternSection>,
+    /// `[[matcher]]`: custom layer matchers the library implements.
+    #[serde(default)]
+    pub matcher: Vec<MatcherSection>,
 }
 
 /// `[plugin]`.
@@ -95,6 +98,18 @@ pub struct ExporterSection {
     pub name: String,
 }
 
+/// `[[matcher]]`: a custom layer matcher the library implements (a layer
+/// pattern in code, registered like a `[[pattern]]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatcherSection {
+    /// The pattern name it is registered under (unique among patterns).
+    pub name: String,
+    /// One line for listings.
+    #[serde(default)]
+    pub description: String,
+}
+
 /// `[[target]]`: a hardware target (see [`Target`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +135,8 @@ pub struct TargetSection {
     pub narrow_range_weights: bool,
     /// `int8` or `uint8`.
     pub storage: StorageName,
-    /// The integer ops it runs, by TFLite builtin name.
+    /// The integer ops it runs, by TFLite builtin name, and the plugin op
+    /// types it runs as `CUSTOM` ops, by op type.
     #[serde(default)]
     pub ops: Vec<String>,
     /// The fused activations its kernels apply (`none`, `relu`, `relu_n1_to_1`, `relu6`).
@@ -229,6 +245,8 @@ pub struct Manifest {
     pub targets: Vec<Target>,
     /// The layer patterns.
     pub patterns: Vec<LayerPattern>,
+    /// The custom layer matchers the library provides.
+    pub matchers: Vec<MatcherSection>,
 }
 
 impl Manifest {
@@ -281,6 +299,12 @@ impl Manifest {
                         first.name
                     ))));
                 }
+                if let Some(first) = raw.matcher.first() {
+                    return Err(err(Problem::Invalid(format!(
+                        "matcher `{}` needs a library to implement it, and [plugin] has no library",
+                        first.name
+                    ))));
+                }
                 None
             }
             Some(lib) => {
@@ -307,7 +331,26 @@ impl Manifest {
             .map(|s| pattern(s, &known_ops))
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
-        check_unique(patterns.iter().map(|p| p.name()), "pattern").map_err(err)?;
+        for m in &raw.matcher {
+            if m.name.is_empty() {
+                return Err(err(Problem::Invalid("a matcher name is empty".into())));
+            }
+            if BUILTIN_PATTERNS.contains(&m.name.as_str()) {
+                return Err(err(Problem::Duplicate {
+                    what: "pattern",
+                    name: m.name.clone(),
+                    other: "the built-in patterns".into(),
+                }));
+            }
+        }
+        check_unique(
+            patterns
+                .iter()
+                .map(|p| p.name())
+                .chain(raw.matcher.iter().map(|m| m.name.as_str())),
+            "pattern",
+        )
+        .map_err(err)?;
         Ok(Manifest {
             path: path.to_path_buf(),
             name: p.name.clone(),
@@ -317,6 +360,7 @@ impl Manifest {
             exporters,
             targets,
             patterns,
+            matchers: raw.matcher.clone(),
         })
     }
 }
@@ -594,7 +638,8 @@ pub fn check_distinct(
             .chain(m.ops.iter().map(|o| ("op", o.name.as_str())))
             .chain(m.exporters.iter().map(|e| ("exporter", e.as_str())))
             .chain(m.targets.iter().map(|t| ("target", t.name.as_str())))
-            .chain(m.patterns.iter().map(|p| ("pattern", p.name())));
+            .chain(m.patterns.iter().map(|p| ("pattern", p.name())))
+            .chain(m.matchers.iter().map(|p| ("pattern", p.name.as_str())));
         for (what, name) in names {
             let builtin = match what {
                 "target" => builtin_targets.get(name).is_ok(),
@@ -630,7 +675,7 @@ pub fn check_distinct(
 mod tests {
     use super::*;
 
-    const HEAD: &str = "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 1\n";
+    const HEAD: &str = "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 2\n";
 
     fn problem(body: &str) -> String {
         let text = format!("{HEAD}{body}");
@@ -714,13 +759,12 @@ mod tests {
         let add = b.binary("AddV2", "add", bias, mm).unwrap();
         b.unary("Tanh", "act", add).unwrap();
         let g = b.finish();
-        let matches: Vec<_> = p.pattern().match_graph(&g).collect();
+        let matches = p.find(&g).unwrap();
         assert_eq!(matches.len(), 1);
-        let roles = p.roles();
-        let name = |id| g.node(matches[0].node(id).unwrap()).name().to_string();
-        assert_eq!(name(roles.layer), "mm");
-        assert_eq!(name(roles.weights), "w");
-        assert_eq!(name(roles.activation), "act");
+        let name = |id| g.node(id).name().to_string();
+        assert_eq!(name(matches[0].layer), "mm");
+        assert_eq!(name(matches[0].weights.node), "w");
+        assert_eq!(name(matches[0].activation), "act");
     }
 
     #[test]
@@ -730,12 +774,16 @@ mod tests {
             "m.toml: op `HardSwish` needs a library to implement it, and [plugin] has no library"
         );
         assert_eq!(
+            problem("[[matcher]]\nname = \"m\"\n"),
+            "m.toml: matcher `m` needs a library to implement it, and [plugin] has no library"
+        );
+        assert_eq!(
             problem("sha256 = \"abc\"\n"),
             "m.toml: [plugin] sha256 is given but there is no library"
         );
         let lib = std::env::current_exe().unwrap();
         let text = format!(
-            "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 1\nlibrary = {:?}\nsha256 = \"xyz\"\n",
+            "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 2\nlibrary = {:?}\nsha256 = \"xyz\"\n",
             lib.display().to_string()
         );
         assert_eq!(
@@ -745,7 +793,7 @@ mod tests {
             Problem::Invalid("[plugin] sha256 = \"xyz\" is not 64 hexadecimal digits".into())
         );
         let text = format!(
-            "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 1\nlibrary = {:?}\n\
+            "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 2\nlibrary = {:?}\n\
              [[op]]\nname = \"Relu\"\ninputs = 1\n",
             lib.display().to_string()
         );
@@ -754,6 +802,17 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "/m.toml: op `Relu` is already registered by the built-in ops"
+        );
+        let text = format!(
+            "[plugin]\nname = \"p\"\nversion = \"1\"\nabi = 2\nlibrary = {:?}\n\
+             [[matcher]]\nname = \"activation\"\n",
+            lib.display().to_string()
+        );
+        assert_eq!(
+            Manifest::parse(Path::new("/m.toml"), &text)
+                .unwrap_err()
+                .to_string(),
+            "/m.toml: pattern `activation` is already registered by the built-in patterns"
         );
     }
 }

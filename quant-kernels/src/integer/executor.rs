@@ -8,6 +8,7 @@ use super::KernelPath;
 use super::add::Add;
 use super::concatenation::Concat;
 use super::conv::Conv;
+use super::custom::{Custom, CustomKernels};
 use super::depthwise::Depthwise;
 use super::fully_connected::FullyConnected;
 use super::logistic::Logistic;
@@ -35,6 +36,16 @@ pub enum IntError {
         tensor: Option<String>,
         /// What is wrong.
         message: String,
+    },
+    /// A CUSTOM op whose op type has no registered integer kernel.
+    #[error(
+        "op {op} (CUSTOM `{name}`): no integer kernel is registered for custom op `{name}` (load the plugin that provides it)"
+    )]
+    UnknownCustomOp {
+        /// Index of the op in [`IntModel::ops`].
+        op: usize,
+        /// The custom op type.
+        name: String,
     },
     /// A model input or output is invalid, or a fed value does not fit.
     #[error("model {role} {index} ('{tensor}'): {message}")]
@@ -112,6 +123,17 @@ impl IntExecutor {
     /// As [`IntExecutor::new`], choosing the CONV_2D / FULLY_CONNECTED
     /// kernels (both compute the same integers).
     pub fn with_kernels(model: &IntModel, path: KernelPath) -> Result<IntExecutor, IntError> {
+        IntExecutor::with_custom_kernels(model, path, &CustomKernels::new())
+    }
+
+    /// As [`IntExecutor::with_kernels`], running CUSTOM ops with the
+    /// kernels in `custom` (by op type); a CUSTOM op without one is
+    /// [`IntError::UnknownCustomOp`].
+    pub fn with_custom_kernels(
+        model: &IntModel,
+        path: KernelPath,
+        custom: &CustomKernels,
+    ) -> Result<IntExecutor, IntError> {
         let n = model.tensors.len();
         let io_err = |role, index, t: Option<TensorIndex>, message: String| IntError::Io {
             role,
@@ -207,6 +229,17 @@ impl IntExecutor {
                 IntOpKind::Pad => Box::new(Pad::prepare(&ctx).map_err(err)?),
                 IntOpKind::Quantize => Box::new(Quantize::prepare(&ctx).map_err(err)?),
                 IntOpKind::Dequantize => Box::new(Dequantize::prepare(&ctx).map_err(err)?),
+                IntOpKind::Custom { name } => {
+                    let kernel =
+                        custom
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| IntError::UnknownCustomOp {
+                                op: index,
+                                name: name.clone(),
+                            })?;
+                    Box::new(Custom::prepare(&ctx, name, kernel).map_err(err)?)
+                }
             };
             for &t in &op.outputs {
                 if model.tensors[t].data.is_some() {

@@ -6,7 +6,8 @@
 //! - one file per op family: `conv`, `depthwise`, `fully_connected`, `add`,
 //!   `mul`, `pool` (max and average), `mean`, `softmax`, `logistic`,
 //!   `concatenation`, `pad`, `quantize` (QUANTIZE and DEQUANTIZE),
-//!   `reshape`;
+//!   `reshape`; `custom` runs CUSTOM ops (plugin op types) with kernels
+//!   the caller registers ([`CustomKernels`]);
 //! - [`IntExecutor`]: validates an [`IntModel`](quant_core::integer::IntModel)
 //!   up front and runs it on any batch size.
 //!
@@ -33,6 +34,7 @@
 mod add;
 mod concatenation;
 mod conv;
+mod custom;
 mod depthwise;
 mod dot;
 mod elementwise;
@@ -54,6 +56,7 @@ mod softmax;
 mod value;
 mod window;
 
+pub use custom::{CustomKernel, CustomKernels, QBuffer, QData, QOutput, QOutputSpec, QTensor};
 pub use executor::{IntError, IntExecutor};
 pub use softmax::{exp_on_negative_values, one_over_one_plus_x};
 pub use value::QType;

@@ -530,8 +530,50 @@ impl<'a, 'v> Lowerer<'a, 'v> {
                         .into(),
                 })
             }
+            _ if self.is_custom(&op) => {
+                let name = self.graph.node(id).name().to_string();
+                self.fail(LowerError::MissingRange {
+                    node: name,
+                    hint: "a custom op's output needs the range of a fake quant that follows it \
+                           (a layer pattern or matcher whose activation it is)"
+                        .into(),
+                })
+            }
             _ => self.unsupported(id, "there is no integer lowering for this op type"),
         }
+    }
+
+    /// Whether `op` is lowered as a CUSTOM op: an op type without a
+    /// builtin lowering that the target lists.
+    fn is_custom(&self, op: &str) -> bool {
+        patterns::min_inputs(op) == 0
+            && !matches!(op, "Placeholder" | "Identity")
+            && self.target.supports_custom_op(op)
+    }
+
+    /// A CUSTOM op: every input lowered (quantized with its own
+    /// parameters), the output quantized with `out`'s (the fake quant that
+    /// follows it).
+    fn custom(&mut self, id: NodeId, out: Out) -> R<TensorIndex> {
+        let node = self.graph.node(id);
+        let name = node.op().to_string();
+        if node.outputs().len() != 1 {
+            return self.unsupported(id, "a custom op is lowered only with exactly one output");
+        }
+        let inputs: Vec<R<TensorIndex>> = node
+            .inputs()
+            .to_vec()
+            .into_iter()
+            .map(|i| self.lower(i))
+            .collect();
+        let inputs = inputs.into_iter().collect::<R<Vec<_>>>()?;
+        let output = self.out_tensor(out)?;
+        self.emit(
+            IntOpKind::Custom { name },
+            inputs.into_iter().map(Some).collect(),
+            output,
+        );
+        Ok(output)
     }
 
     /// The activation parameters a fake quant gives (`None` in check mode).
@@ -600,6 +642,7 @@ impl<'a, 'v> Lowerer<'a, 'v> {
                 match self.graph.node(y.node).op() {
                     "Mean" => self.mean(y.node, Some(out)),
                     "ConcatV2" => self.concat(y.node, Some(out)),
+                    op if y.slot == 0 && self.is_custom(op) => self.custom(y.node, out),
                     _ => {
                         let t = self.lower(y)?;
                         self.requantize_to(t, out)

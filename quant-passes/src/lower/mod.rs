@@ -17,6 +17,7 @@
 //! | `ConcatV2` | `CONCATENATION`: output parameters from a following fake quant, else the input's when they all agree, else their union range; int8 inputs with other parameters are requantized first |
 //! | `Softmax`, `Sigmoid` | `SOFTMAX`, `LOGISTIC` with the fixed output `(1/256, 0)` (uint8) or `(1/256, −128)` (int8) |
 //! | a fake quant after an op whose output parameters are fixed or copied, and that disagrees with them | `QUANTIZE` (requantize) |
+//! | an op type the target lists in [`Target::ops`] and that has no builtin lowering (a plugin's, e.g. `HardSwish`), ended by a fake quant | `CUSTOM` ([`IntOpKind::Custom`](quant_core::integer::IntOpKind::Custom), named after the op type): inputs quantized with their own parameters, output parameters from that fake quant; the integer kernel comes from the plugin |
 //!
 //! `Identity` ops are looked through, and so are the `delayed_quant`
 //! selects of a `quant_delay` (the deployed model is the quantized branch).
@@ -52,7 +53,9 @@
 //!
 //! # Target rules
 //!
-//! Ops and fused activations must be in [`Target::ops`] and
+//! Ops and fused activations must be in [`Target::ops`] (TFLite builtin
+//! names, and for custom ops the op type itself,
+//! [`Target::supports_custom_op`]) and
 //! [`Target::fused_activations`]; per-channel weights only where
 //! [`Target::per_channel_weights`]. int8 weights must have zero point 0: a
 //! weight range that nudges elsewhere is refused with

@@ -1,7 +1,9 @@
 //! `cargo xtask export`: lowers an eval-rewritten graph to integer ops and
-//! writes a fully-integer TFLite model.
+//! writes a fully-integer TFLite model, or, for a target whose exporter a
+//! plugin provides, hands the lowered integer model to that plugin.
 
 use anyhow::{Context, Result, anyhow, bail};
+use quant_core::integer::IntOpKind;
 use quant_core::serialize::read_graph;
 use quant_core::{Graph, OutletId};
 use quant_kernels::session::Session;
@@ -51,6 +53,7 @@ pub struct Args {
 struct Summary {
     output: PathBuf,
     target: String,
+    exporter: String,
     bytes: usize,
     ops: Vec<String>,
     tensors: usize,
@@ -91,39 +94,50 @@ pub fn run(args: Args) -> Result<()> {
         std::process::exit(1);
     }
     let exporter = exporter_for(&target).map_err(|e| anyhow!("--target {}: {e}", target.name))?;
-    if !matches!(exporter, "tflite-int8" | "tflite-uint8") {
-        // A plugin exporter receives the eval graph itself.
-        let plugin = plugins.exporter_plugin(exporter).with_context(|| {
+    // A plugin exporter is looked up before lowering, so a missing plugin
+    // is reported first.
+    let plugin = if matches!(exporter, "tflite-int8" | "tflite-uint8") {
+        None
+    } else {
+        Some(plugins.exporter_plugin(exporter).with_context(|| {
             format!(
                 "--target {}: exporter `{exporter}` is not provided by any loaded plugin",
                 target.name
             )
-        })?;
-        let bytes = plugin.export(exporter, &graph)?;
-        std::fs::write(&args.output, &bytes)
-            .with_context(|| format!("writing {}", args.output.display()))?;
-        println!(
-            "{label} -> {} ({exporter}, {} bytes)",
-            args.output.display(),
-            bytes.len()
-        );
-        return Ok(());
-    }
+        })?)
+    };
     let mut session = Session::with_kernels(graph, plugins.kernels().clone())?;
     if let Some(path) = &args.checkpoint {
         session.load(path)?;
     }
     let model = quant_train::lower_session(&mut session, &target, &options)
         .with_context(|| format!("{label}: lowering to {}", target.name))?;
-    let bytes = write_tflite(&model, &args.output)?;
+    let bytes = match plugin {
+        // The plugin exporter receives the lowered integer model (as JSON).
+        Some(plugin) => {
+            let bytes = plugin.export(exporter, &model)?;
+            if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&args.output, &bytes)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            bytes.len()
+        }
+        None => write_tflite(&model, &args.output)?,
+    };
     let summary = Summary {
         output: args.output.clone(),
         target: target.name.clone(),
+        exporter: exporter.to_string(),
         bytes,
         ops: model
             .ops
             .iter()
-            .map(|op| op.kind.tflite_name().to_string())
+            .map(|op| match &op.kind {
+                IntOpKind::Custom { name } => format!("CUSTOM:{name}"),
+                kind => kind.tflite_name().to_string(),
+            })
             .collect(),
         tensors: model.tensors.len(),
     };
@@ -131,9 +145,10 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "{label} -> {} ({}, {} bytes): {}",
+            "{label} -> {} ({}, exporter {}, {} bytes): {}",
             summary.output.display(),
             summary.target,
+            summary.exporter,
             summary.bytes,
             summary.ops.join(", ")
         );

@@ -4,7 +4,6 @@
 //! exporters next to the plugins' targets, patterns, op types and exporters.
 
 use anyhow::{Result, anyhow};
-use quant_passes::patterns::BUILTIN_PATTERNS;
 use quant_passes::target::{Storage, Target};
 use quant_plugin_api::manifest::BUILTIN_EXPORTERS;
 use quant_plugin_api::{GRAD_SUFFIX, Plugins, load_plugins};
@@ -75,6 +74,7 @@ struct OpRow {
     inputs: usize,
     outputs: usize,
     gradient: Option<String>,
+    integer_kernel: bool,
 }
 
 #[derive(Serialize)]
@@ -118,20 +118,22 @@ fn listing(plugins: &Plugins) -> Listing {
         from: BUILTIN.to_string(),
         description: description.to_string(),
     };
-    let mut patterns: Vec<NamedRow> = plugins
+    let patterns: Vec<NamedRow> = plugins
         .patterns()
         .iter()
         .map(|p| NamedRow {
             name: p.name().to_string(),
-            from: owner(plugins, |m| m.patterns.iter().any(|x| x.name() == p.name())),
+            from: if p.is_builtin() {
+                BUILTIN.to_string()
+            } else {
+                owner(plugins, |m| {
+                    m.patterns.iter().any(|x| x.name() == p.name())
+                        || m.matchers.iter().any(|x| x.name == p.name())
+                })
+            },
             description: p.description().to_string(),
         })
         .collect();
-    patterns.extend(
-        BUILTIN_PATTERNS
-            .iter()
-            .map(|name| builtin(name, "quantize stage (reference semantics §3.2)")),
-    );
     let mut exporters: Vec<NamedRow> = BUILTIN_EXPORTERS
         .iter()
         .map(|name| builtin(name, "TFLite flatbuffer"))
@@ -153,6 +155,7 @@ fn listing(plugins: &Plugins) -> Listing {
                 gradient: plugin
                     .has_gradient(&o.name)
                     .then(|| format!("{}{GRAD_SUFFIX}", o.name)),
+                integer_kernel: plugin.has_integer_kernel(&o.name),
             }
         }));
     }
@@ -232,8 +235,13 @@ fn print(listing: &Listing) {
     }
     for o in &listing.ops {
         let gradient = o.gradient.as_deref().unwrap_or("no gradient");
+        let integer = if o.integer_kernel {
+            "integer kernel (CUSTOM op)"
+        } else {
+            "no integer kernel"
+        };
         println!(
-            "  {:<24} {:<12} {} in, {} out, {gradient}",
+            "  {:<24} {:<12} {} in, {} out, {gradient}, {integer}",
             o.name, o.from, o.inputs, o.outputs
         );
     }

@@ -129,7 +129,15 @@ fn run_tflite(
             input_names.join(", ")
         );
     }
-    let executor = IntExecutor::new(&model).with_context(|| label.clone())?;
+    // CUSTOM ops run with the integer kernels of the loaded plugins.
+    let plugins = quant_plugin_api::load_plugins(&args.plugins)
+        .map_err(|e| anyhow::anyhow!("--plugin {e}"))?;
+    let executor = IntExecutor::with_custom_kernels(
+        &model,
+        quant_kernels::integer::KernelPath::Fast,
+        plugins.integer_kernels(),
+    )
+    .with_context(|| label.clone())?;
     let values = executor.run(&inputs).with_context(|| label.clone())?;
     args.fetches
         .iter()
