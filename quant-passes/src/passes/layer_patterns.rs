@@ -30,8 +30,9 @@ struct Vocab {
     final_bias: PatternId,
 }
 
-fn vocabulary() -> (PatternBuilder, Vocab) {
-    let mut p = PatternBuilder::new();
+/// The weight sources of §3.1 and decision 5, added to `p`: returns the
+/// alternative matching any of them and the `mul_fold` one among them.
+fn weight_sources(p: &mut PatternBuilder) -> (PatternId, PatternId) {
     let var = p.op("Variable|VariableV2").id();
     let part_id = p.op("Identity").inputs([var]).id();
     let (c1, c2) = (p.any(), p.any());
@@ -49,6 +50,25 @@ fn vocabulary() -> (PatternBuilder, Vocab) {
     let scale = p.any();
     let w_folded = p.op("Mul").inputs([folded_source, scale]).unordered().id();
     let weights = p.one_of([w_ref, w_res, w_var, w_const, w_folded]);
+    (weights, w_folded)
+}
+
+/// Whether `w` is produced by a weight source (for the report of layers no
+/// pattern matched).
+pub(crate) fn is_weight_like(graph: &Graph, w: OutletId) -> bool {
+    // Built once: a graph can have many unmatched layers.
+    static PATTERN: LazyLock<Pattern> = LazyLock::new(|| {
+        let mut p = PatternBuilder::new();
+        let (weights, _) = weight_sources(&mut p);
+        p.build(weights)
+            .unwrap_or_else(|e| unreachable!("the weight pattern is well formed: {e}"))
+    });
+    PATTERN.match_node(graph, w.node).is_some() && is_weight_source(graph, w)
+}
+
+fn vocabulary() -> (PatternBuilder, Vocab) {
+    let mut p = PatternBuilder::new();
+    let (weights, w_folded) = weight_sources(&mut p);
     let input = p.any();
     let layer = p
         .op("Conv2D|MatMul|DepthwiseConv2dNative")

@@ -1,13 +1,13 @@
 //! Fake-quant insertion: where to quantize (reference semantics §3, §4.1).
 
+use super::layer_patterns::is_weight_like;
 use super::names::{ctx, join, unique_scope};
 use super::step::quantization_step;
 use crate::config::QuantizeConfig;
 use crate::error::PassError;
 use crate::pass::{InsertedQuantizer, Pass, PassReport, QuantizerRole};
-use crate::patterns::{LayerCaptures, PatternRegistry, is_weight_source};
+use crate::patterns::{LayerCaptures, PatternRegistry};
 use quant_core::builder::GraphBuilder;
-use quant_core::matcher::{Pattern, PatternBuilder};
 use quant_core::{AttrValue, Attrs, Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
@@ -313,7 +313,7 @@ impl Quantize {
                 continue;
             }
             let reason = match node.inputs().get(1) {
-                Some(&w) if !Self::weight_like(graph, w) => format!(
+                Some(&w) if !is_weight_like(graph, w) => format!(
                     "input 1 is produced by {}, not by a recognised weight source",
                     graph.node(w.node).op()
                 ),
@@ -323,31 +323,6 @@ impl Quantize {
             report.skipped(PASS, LAYER_MATCH, node.name(), reason);
         }
         Ok(matches)
-    }
-
-    /// Whether `w` is a weight source of decision 5 (for the skip report).
-    fn weight_like(graph: &Graph, w: OutletId) -> bool {
-        // Built once: a graph can have many unmatched layers.
-        static PATTERN: LazyLock<Pattern> = LazyLock::new(|| {
-            let mut p = PatternBuilder::new();
-            let var = p.op("Variable|VariableV2").id();
-            let part_id = p.op("Identity").inputs([var]).id();
-            let (c1, c2) = (p.any(), p.any());
-            let part_concat = p.op("ConcatV2").inputs([part_id, c1, c2]).id();
-            let ref_source = p.one_of([part_id, part_concat, var]);
-            let w_ref = p.op("Identity").inputs([ref_source]).id();
-            let other = p.op("ReadVariableOp|Variable|VariableV2|Const").id();
-            let direct = p.one_of([w_ref, other]);
-            let correction = p.any();
-            let corrected = p.op("Mul").inputs([direct, correction]).unordered().id();
-            let folded_source = p.one_of([direct, corrected]);
-            let scale = p.any();
-            let folded = p.op("Mul").inputs([folded_source, scale]).unordered().id();
-            let root = p.one_of([direct, folded]);
-            p.build(root)
-                .unwrap_or_else(|e| unreachable!("the weight pattern is well formed: {e}"))
-        });
-        PATTERN.match_node(graph, w.node).is_some() && is_weight_source(graph, w)
     }
 
     /// How the weights of `layer` are quantized under `config`.
