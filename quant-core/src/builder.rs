@@ -18,7 +18,7 @@
 //! assert_eq!(g.fact(y).shape, Some(Shape(vec![None, Some(8), Some(8), Some(4)])));
 //! ```
 
-use crate::attr::{AttrValue, Attrs};
+use crate::attr::{AttrValue, Attrs, attrs};
 use crate::dtype::DType;
 use crate::error::GraphError;
 use crate::graph::{Graph, NewNode, NodeId, OutletId, OutputFact};
@@ -398,15 +398,6 @@ impl<'r> GraphBuilder<'r> {
             a,
         )
     }
-}
-
-fn attrs<const N: usize>(items: [(&str, AttrValue); N]) -> Attrs {
-    // Inserted one by one: collecting would buffer and sort the items first.
-    let mut map = Attrs::new();
-    for (k, v) in items {
-        map.insert(k.to_string(), v);
-    }
-    map
 }
 
 #[cfg(test)]

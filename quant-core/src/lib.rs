@@ -45,10 +45,10 @@ pub mod serialize;
 pub mod shape;
 pub mod tensor;
 
-pub use attr::{AttrKind, AttrValue, Attrs};
+pub use attr::{AttrKind, AttrName, AttrValue, Attrs, attrs};
 pub use dtype::DType;
 pub use error::{GraphError, IoError, TensorError};
-pub use graph::{Graph, InletId, NewNode, Node, NodeId, OutletId, OutputFact};
+pub use graph::{Graph, InletId, NewNode, Node, NodeId, NodeMap, NodeSet, OutletId, OutputFact};
 pub use ops::{OpRegistry, OpSpec};
 pub use shape::{Dim, Shape};
 pub use tensor::{Element, QuantParams, Tensor, TensorData};

@@ -20,7 +20,10 @@ fn scalar_i32(b: &mut GraphBuilder<'_>, name: &str, value: i32) -> OutletId {
 }
 
 fn attrs<const N: usize>(items: [(&str, AttrValue); N]) -> Attrs {
-    items.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    items
+        .into_iter()
+        .map(|(k, v)| (k.to_string().into(), v))
+        .collect()
 }
 
 /// Adds a node and returns the fact of its first output.

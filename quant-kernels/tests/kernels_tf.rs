@@ -77,7 +77,7 @@ fn graph(case: &Case, inputs: &[Tensor]) -> Graph {
     let mut attrs: Attrs = case
         .attrs
         .iter()
-        .map(|(k, v)| (k.clone(), attr(v)))
+        .map(|(k, v)| (k.clone().into(), attr(v)))
         .collect();
     if case.op == "ConcatV2" {
         attrs.insert("N".into(), AttrValue::Int(inputs.len() as i64 - 1));

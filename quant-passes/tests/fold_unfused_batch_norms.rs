@@ -372,7 +372,7 @@ fn batch_moments_without_updates() -> Graph {
             let var = b.mean("moments/variance", sq, &[0, 1, 2], true)?;
             let squeeze = |b: &mut GraphBuilder<'_>, name: &str, t| {
                 let a = [(
-                    "squeeze_dims".to_string(),
+                    "squeeze_dims".into(),
                     quant_core::AttrValue::Ints(vec![0, 1, 2]),
                 )];
                 b.add("Squeeze", name, &[t], a.into_iter().collect())

@@ -7,7 +7,7 @@
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 use quant_core::builder::{GraphBuilder, Padding};
-use quant_core::{AttrValue, Attrs, DType, Graph, GraphError, OutletId, Shape, Tensor};
+use quant_core::{AttrValue, Attrs, DType, Graph, GraphError, OutletId, Shape, Tensor, attrs};
 use quant_kernels::session::Session;
 use quant_passes::{
     GradientOptions, PassError, gradients, gradients_with_seeds, trainable_variables,
@@ -183,10 +183,6 @@ fn check_with(
     }
     eprintln!("{name}: largest relative error {worst:.1e}");
     worst
-}
-
-fn attrs<const N: usize>(items: [(&str, AttrValue); N]) -> Attrs {
-    items.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Values at least `gap` away from every listed kink.

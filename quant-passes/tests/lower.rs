@@ -508,8 +508,8 @@ fn an_unsupported_op_is_named() {
         .unwrap();
     let t = b.unary("Tanh", "t/Tanh", x).unwrap();
     let attrs: Attrs = [
-        ("min".to_string(), AttrValue::Float(-1.0)),
-        ("max".to_string(), AttrValue::Float(1.0)),
+        ("min".into(), AttrValue::Float(-1.0)),
+        ("max".into(), AttrValue::Float(1.0)),
     ]
     .into_iter()
     .collect();

@@ -234,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn nested_scopes_live_exactly_as_long_as_a_node_under_them() {
+        let (mut g, _) = chain();
+        let deep = g.add_node(NewNode::new("s/t/u/deep", "NoOp")).unwrap();
+        let side = g.add_node(NewNode::new("s/t/side", "NoOp")).unwrap();
+        let top = g.add_node(NewNode::new("s/top", "NoOp")).unwrap();
+        for scope in ["s", "s/t", "s/t/u"] {
+            assert!(g.is_scope_taken(scope), "{scope}");
+        }
+        g.remove_node(deep).unwrap();
+        assert!(!g.is_scope_taken("s/t/u"));
+        assert!(g.is_scope_taken("s/t") && g.is_scope_taken("s"));
+        g.remove_node(side).unwrap();
+        assert!(!g.is_scope_taken("s/t") && g.is_scope_taken("s"));
+        g.add_node(NewNode::new("s/t/u/again", "NoOp")).unwrap();
+        g.remove_node(top).unwrap();
+        assert!(g.is_scope_taken("s") && g.is_scope_taken("s/t/u"));
+        let again = g.id("s/t/u/again").unwrap();
+        g.remove_node(again).unwrap();
+        for scope in ["s", "s/t", "s/t/u"] {
+            assert!(!g.is_scope_taken(scope), "{scope}");
+        }
+        assert_eq!(g.unique_scope("s"), "s");
+    }
+
+    #[test]
     fn node_names_are_checked_for_separators_and_whitespace() {
         use crate::graph::check_node_name;
         for ok in ["a", "conv1/Conv2D_Fold", "a^b", "\u{e9}/\u{fc}", "x\u{1}y"] {

@@ -9,12 +9,13 @@
 //! multiply only carries differences upwards, and the table indexes by the
 //! low bits).
 
-use std::collections::HashMap;
+use super::NodeId;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A deterministic (unseeded) hasher for strings and small integers.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct NameHasher {
+pub struct NameHasher {
     state: u64,
 }
 
@@ -68,6 +69,13 @@ impl Hasher for NameHasher {
 
 /// A map keyed by node or scope names.
 pub(crate) type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
+
+/// A set of node ids with a fast (not DoS-resistant) hash: node ids come
+/// from the graph, not from an adversary.
+pub type NodeSet = HashSet<NodeId, BuildHasherDefault<NameHasher>>;
+
+/// A map keyed by node id with the hash of [`NodeSet`].
+pub type NodeMap<V> = HashMap<NodeId, V, BuildHasherDefault<NameHasher>>;
 
 #[cfg(test)]
 mod tests {

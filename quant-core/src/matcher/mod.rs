@@ -352,7 +352,8 @@ impl Pattern {
     fn state(&self) -> State {
         State {
             bindings: vec![None; self.nodes.len()],
-            trail: Vec::new(),
+            // Room for one binding per pattern: most matches need no more.
+            trail: Vec::with_capacity(self.nodes.len()),
             order: 0,
         }
     }
@@ -360,7 +361,11 @@ impl Pattern {
     /// Matches the root pattern against `node`.
     pub fn match_node(&self, graph: &Graph, node: NodeId) -> Option<Match<'_>> {
         let mut state = self.state();
-        self.try_root(graph, node, &mut state)
+        let matched = self.matches(self.root, graph, node, None, &mut state);
+        matched.then_some(Match {
+            pattern: self,
+            bindings: state.bindings,
+        })
     }
 
     fn try_root(&self, graph: &Graph, node: NodeId, state: &mut State) -> Option<Match<'_>> {

@@ -279,7 +279,7 @@ pub fn to_json(graph: &Graph) -> String {
             attrs: n
                 .attrs()
                 .iter()
-                .map(|(k, v)| (k.clone(), attr_to_json(v)))
+                .map(|(k, v)| (k.to_string(), attr_to_json(v)))
                 .collect(),
             outputs: n.outputs().to_vec(),
         })
@@ -382,7 +382,7 @@ pub fn from_json(text: &str, registry: &OpRegistry) -> Result<Graph, ParseError>
                 node: new.name.clone(),
                 source,
             })?;
-            new.attrs.insert(key, value);
+            new.attrs.insert(key.into(), value);
         }
         let id = graph.add_node(new)?;
         pending.push((id, node.inputs));

@@ -10,9 +10,9 @@ use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
 use quant_core::builder::GraphBuilder;
 use quant_core::{
-    AttrValue, Attrs, DType, Graph, GraphError, InletId, NodeId, OpRegistry, OutletId, Tensor,
+    AttrValue, Attrs, DType, Graph, GraphError, InletId, NodeId, NodeSet, OpRegistry, OutletId,
+    Tensor, attrs,
 };
-use std::collections::HashSet;
 
 const PASS: &str = "fold_batch_norms";
 /// The rule folding one `FusedBatchNorm`/`FusedBatchNormV3` (reference semantics §2.2, §2.3).
@@ -141,7 +141,7 @@ impl FoldBatchNorms {
     fn candidate(
         graph: &Graph,
         bn: NodeId,
-        folded: &HashSet<NodeId>,
+        folded: &NodeSet,
     ) -> Result<Option<Candidate>, PassError> {
         let node = graph.node(bn);
         if !matches!(node.op(), "FusedBatchNorm" | "FusedBatchNormV3") || node.inputs().len() != 5 {
@@ -312,7 +312,7 @@ impl FoldBatchNorms {
             (Some(e), Some(c)) if e > c => {
                 let n = (e / c) as f64;
                 b.constant(
-                    &format!("{name}/factor"),
+                    &join(&name, "factor"),
                     Tensor::scalar(((n - 1.0) / n) as f32),
                 )?
             }
@@ -320,28 +320,24 @@ impl FoldBatchNorms {
                 let count = |b: &mut GraphBuilder<'_>, of: OutletId, what: &str| {
                     let size = b.add(
                         "Size",
-                        &format!("{name}/{what}"),
+                        &join(&name, what),
                         &[of],
-                        [("out_type".to_string(), AttrValue::Type(DType::I64))]
-                            .into_iter()
-                            .collect(),
+                        attrs([("out_type", AttrValue::Type(DType::I64))]),
                     )?;
                     b.add(
                         "Cast",
                         &format!("{name}/{what}/Cast"),
                         &[size.into()],
-                        [("DstT".to_string(), AttrValue::Type(DType::F32))]
-                            .into_iter()
-                            .collect(),
+                        attrs([("DstT", AttrValue::Type(DType::F32))]),
                     )
                     .map(OutletId::from)
                 };
                 let all = count(b, x, "Size")?;
                 let per = count(b, variance, "Size_1")?;
-                let n = b.binary("RealDiv", &format!("{name}/n"), all, per)?;
-                let one = b.constant(&format!("{name}/one"), Tensor::scalar(1.0f32))?;
-                let n_1 = b.binary("Sub", &format!("{name}/sub"), n, one)?;
-                b.binary("RealDiv", &format!("{name}/factor"), n_1, n)?
+                let n = b.binary("RealDiv", &join(&name, "n"), all, per)?;
+                let one = b.constant(&join(&name, "one"), Tensor::scalar(1.0f32))?;
+                let n_1 = b.binary("Sub", &join(&name, "sub"), n, one)?;
+                b.binary("RealDiv", &join(&name, "factor"), n_1, n)?
             }
         };
         b.binary("Mul", &name, variance, factor)
@@ -370,18 +366,18 @@ impl FoldBatchNorms {
             None => (moving_mean, moving_variance),
             Some(_) => (OutletId::new(m.bn, 1), Self::undo_bessel(b, m.bn)?),
         };
-        let eps = b.constant(&format!("{fs}/add/y"), Tensor::scalar(m.epsilon))?;
-        let add = b.binary("Add", &format!("{fs}/add"), variance, eps)?;
-        let rsqrt = b.unary("Rsqrt", &format!("{fs}/Rsqrt"), add)?;
-        let mul = b.binary("Mul", &format!("{fs}/mul"), gamma, rsqrt)?;
-        let mul_1 = b.binary("Mul", &format!("{fs}/mul_1"), mean, mul)?;
-        let bias = b.binary("Sub", &format!("{fs}/bias"), beta, mul_1)?;
-        let scale = m.kind.per_filter(b, mul, &format!("{fs}/scale_reshape"))?;
+        let eps = b.constant(&join(&fs, "add/y"), Tensor::scalar(m.epsilon))?;
+        let add = b.binary("Add", &join(&fs, "add"), variance, eps)?;
+        let rsqrt = b.unary("Rsqrt", &join(&fs, "Rsqrt"), add)?;
+        let mul = b.binary("Mul", &join(&fs, "mul"), gamma, rsqrt)?;
+        let mul_1 = b.binary("Mul", &join(&fs, "mul_1"), mean, mul)?;
+        let bias = b.binary("Sub", &join(&fs, "bias"), beta, mul_1)?;
+        let scale = m.kind.per_filter(b, mul, &join(&fs, "scale_reshape"))?;
         let corrections = match m.training {
             None => None,
             Some(stats) => {
-                let cs = format!("{fs}/batch_norm_correction");
-                let epsilon = b.constant(&format!("{cs}/add/y"), Tensor::scalar(m.epsilon))?;
+                let cs = join(&fs, "batch_norm_correction");
+                let epsilon = b.constant(&join(&cs, "add/y"), Tensor::scalar(m.epsilon))?;
                 let batch = BatchStats {
                     mean,
                     rsqrt,
@@ -389,7 +385,7 @@ impl FoldBatchNorms {
                     epsilon,
                 };
                 let c = corrections(b, &cs, &batch, &stats, freeze_bn_delay, edits)?;
-                Some((c, format!("{fs}/correction_reshape")))
+                Some((c, join(&fs, "correction_reshape")))
             }
         };
         fold_layer(
@@ -437,7 +433,7 @@ impl Pass for FoldBatchNorms {
         let mut report = PassReport::new();
         // Match everything first, so that a refused graph is left untouched.
         let mut matches = Vec::new();
-        let mut folded = HashSet::new();
+        let mut folded = NodeSet::default();
         for id in graph.node_ids() {
             match Self::candidate(graph, id, &folded)? {
                 None => {}

@@ -11,8 +11,7 @@ use crate::error::PassError;
 use crate::pass::{Pass, PassReport};
 use quant_core::builder::GraphBuilder;
 use quant_core::matcher::{Match, Pattern, PatternBuilder, PatternId};
-use quant_core::{Graph, GraphError, InletId, NodeId, OpRegistry, OutletId};
-use std::collections::HashSet;
+use quant_core::{Graph, GraphError, InletId, NodeId, NodeSet, OpRegistry, OutletId};
 
 const PASS: &str = "fold_unfused_batch_norms";
 /// The rule folding one unfused batch norm (reference semantics §2.5,
@@ -251,7 +250,7 @@ impl FoldUnfusedBatchNorms {
         graph: &Graph,
         arithmetic: &Arithmetic,
         m: &Match<'_>,
-        folded: &HashSet<NodeId>,
+        folded: &NodeSet,
     ) -> Result<Candidate, PassError> {
         let skip = |reason: String| Ok(Candidate::Skip(reason));
         let (Some(x), Some(scale), Some(mul), Some(bias)) = (
@@ -482,7 +481,7 @@ impl Pass for FoldUnfusedBatchNorms {
         let anywhere = Arithmetic::new(false);
         // Match everything first, so that a refused graph is left untouched.
         let mut matches = Vec::new();
-        let mut folded = HashSet::new();
+        let mut folded = NodeSet::default();
         for add in graph.node_ids() {
             if !matches!(graph.node(add).op(), "Add" | "AddV2") {
                 continue;

@@ -160,7 +160,7 @@ pub(crate) fn corrections(
     freeze_bn_delay: Option<i64>,
     edits: &mut Vec<(InletId, OutletId)>,
 ) -> Result<Corrections, GraphError> {
-    let n = |name: &str| format!("{cs}/{name}");
+    let n = |name: &str| join(cs, name);
     let channels = b
         .graph()
         .fact(stats.mean.moving)
@@ -214,7 +214,7 @@ pub(crate) fn corrections(
         (stats.mean, "freeze_moving_mean"),
         (stats.variance, "freeze_moving_var"),
     ] {
-        let zero = b.constant(&n(&format!("{name}/zero")), Tensor::scalar(0.0f32))?;
+        let zero = b.constant(&n(&join(name, "zero")), Tensor::scalar(0.0f32))?;
         let decay = select(b, name, zero, update.decay)?;
         edits.push((
             InletId {

@@ -72,7 +72,7 @@
 use crate::error::PassError;
 use quant_core::{
     AttrValue, Attrs, DType, Graph, GraphError, NewNode, Node, NodeId, OpRegistry, OutletId,
-    OutputFact, Shape, Tensor,
+    OutputFact, Shape, Tensor, attrs,
 };
 use std::collections::{BTreeSet, HashMap};
 
@@ -411,10 +411,6 @@ struct Emitter<'a> {
 
 type Grads = Vec<Option<OutletId>>;
 
-fn attrs<const N: usize>(items: [(&str, AttrValue); N]) -> Attrs {
-    items.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
 impl Emitter<'_> {
     fn name(&self) -> String {
         self.graph.node(self.node).name().to_string()
@@ -645,7 +641,7 @@ impl Emitter<'_> {
     fn copy_attrs(&self, node: &Node, names: &[&str]) -> Attrs {
         names
             .iter()
-            .filter_map(|&n| node.attr(n).map(|v| (n.to_string(), v.clone())))
+            .filter_map(|&n| node.attr(n).map(|v| (n.to_string().into(), v.clone())))
             .collect()
     }
 }

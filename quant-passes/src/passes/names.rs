@@ -15,10 +15,15 @@ pub(crate) fn last(name: &str) -> &str {
 /// `scope/name`, or `name` at top level.
 pub(crate) fn join(scope: &str, name: &str) -> String {
     if scope.is_empty() {
-        name.to_string()
-    } else {
-        format!("{scope}/{name}")
+        return name.to_string();
     }
+    // Names are built by the thousand in large rewrites: one exact
+    // allocation, where `format!` grows its buffer as it writes.
+    let mut joined = String::with_capacity(scope.len() + 1 + name.len());
+    joined.push_str(scope);
+    joined.push('/');
+    joined.push_str(name);
+    joined
 }
 
 /// The first free scope among `base`, `base_1`, `base_2`, ...: a scope is

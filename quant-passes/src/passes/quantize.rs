@@ -8,8 +8,11 @@ use crate::error::PassError;
 use crate::pass::{InsertedQuantizer, Pass, PassReport, QuantizerRole};
 use crate::patterns::{LayerCaptures, PatternRegistry};
 use quant_core::builder::GraphBuilder;
-use quant_core::{AttrValue, Attrs, Graph, GraphError, NodeId, OpRegistry, OutletId, Tensor};
-use std::collections::{HashMap, HashSet, VecDeque};
+use quant_core::{
+    AttrValue, Attrs, Graph, GraphError, NodeId, NodeMap, NodeSet, OpRegistry, OutletId, Tensor,
+    attrs,
+};
+use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock};
 
 const PASS: &str = "quantize";
@@ -255,7 +258,7 @@ fn already_followed(graph: &Graph, x: OutletId) -> bool {
         return false;
     }
     let mut queue = VecDeque::from([x]);
-    let mut seen = HashSet::new();
+    let mut seen = NodeSet::default();
     while let Some(outlet) = queue.pop_front() {
         for inlet in graph.consumers(outlet) {
             let op = graph.node(inlet.node).op();
@@ -287,7 +290,7 @@ impl Quantize {
         report: &mut PassReport,
     ) -> Result<Vec<LayerCaptures>, PassError> {
         let mut matches: Vec<LayerCaptures> = Vec::new();
-        let mut matched: HashSet<NodeId> = HashSet::new();
+        let mut matched = NodeSet::default();
         for layer_pattern in patterns.iter() {
             let found = layer_pattern
                 .find(graph)
@@ -373,7 +376,7 @@ impl Quantize {
         config: &QuantizeConfig,
         m: &LayerCaptures,
         consumers: &ConsumerMap,
-        marked: &mut HashSet<NodeId>,
+        marked: &mut NodeSet,
         report: &mut PassReport,
     ) -> Result<(), PassError> {
         let c = ctx(graph.node(m.layer).name()).to_string();
@@ -602,12 +605,12 @@ impl Quantize {
                 shape: [kh, kw, i, mult],
             } => {
                 let flat = [to_i32(kh)?, to_i32(kw)?, to_i32(i * mult)?];
-                let r = b.reshape(&format!("{prefix}/Reshape"), x, &flat)?;
+                let r = b.reshape(&join(prefix, "Reshape"), x, &flat)?;
                 (r, Some(i * mult))
             }
         };
-        let min = b.variable(&format!("{prefix}/min"), range(ins.init.0, channels), false)?;
-        let max = b.variable(&format!("{prefix}/max"), range(ins.init.1, channels), false)?;
+        let min = b.variable(&join(prefix, "min"), range(ins.init.0, channels), false)?;
+        let max = b.variable(&join(prefix, "max"), range(ins.init.1, channels), false)?;
         let (min, max) = if training {
             Self::build_updates(b, prefix, input, ins, channels, [min, max])?
         } else {
@@ -618,23 +621,15 @@ impl Quantize {
         } else {
             "FakeQuantWithMinMaxVars"
         };
-        let attrs: Attrs = [
-            (
-                "num_bits".to_string(),
-                AttrValue::Int(i64::from(ins.num_bits)),
-            ),
-            (
-                "narrow_range".to_string(),
-                AttrValue::Bool(ins.narrow_range),
-            ),
-        ]
-        .into_iter()
-        .collect();
-        let fq = b.add(op, &format!("{prefix}/{op}"), &[input, min, max], attrs)?;
+        let fq_attrs = attrs([
+            ("num_bits", AttrValue::Int(i64::from(ins.num_bits))),
+            ("narrow_range", AttrValue::Bool(ins.narrow_range)),
+        ]);
+        let fq = b.add(op, &join(prefix, op), &[input, min, max], fq_attrs)?;
         let output = match ins.granularity {
             Granularity::Depthwise { shape } => {
                 let back: Vec<i32> = shape.into_iter().map(to_i32).collect::<Result<_, _>>()?;
-                b.reshape(&format!("{prefix}/Reshape_1"), fq.into(), &back)?
+                b.reshape(&join(prefix, "Reshape_1"), fq.into(), &back)?
             }
             _ => fq.into(),
         };
@@ -642,16 +637,11 @@ impl Quantize {
             return Ok((fq, output));
         };
         let step = quantization_step(b)?;
-        let delay = b.constant(&format!("{prefix}/activate_quant/y"), Tensor::scalar(delay))?;
-        let active = b.binary(
-            "GreaterEqual",
-            &format!("{prefix}/activate_quant"),
-            step,
-            delay,
-        )?;
+        let delay = b.constant(&join(prefix, "activate_quant/y"), Tensor::scalar(delay))?;
+        let active = b.binary("GreaterEqual", &join(prefix, "activate_quant"), step, delay)?;
         let delayed = b.add(
             "SelectV2",
-            &format!("{prefix}/delayed_quant"),
+            &join(prefix, "delayed_quant"),
             &[active, output, x],
             Attrs::new(),
         )?;
@@ -668,7 +658,7 @@ impl Quantize {
         channels: Option<usize>,
         [min, max]: [OutletId; 2],
     ) -> Result<(OutletId, OutletId), GraphError> {
-        let n = |name: &str| format!("{prefix}/{name}");
+        let n = |name: &str| join(prefix, name);
         // A tensor of unknown rank (a resource read) is flattened first.
         let (x, rank) = match b.graph().fact(x).shape.as_ref().map(|s| s.rank()) {
             Some(rank) => (x, rank),
@@ -689,7 +679,7 @@ impl Quantize {
                     source,
                 }
             })?;
-            let a = b.constant(&n(&format!("{name}/reduction_indices")), t)?;
+            let a = b.constant(&n(&join(name, "reduction_indices")), t)?;
             b.add(op, &n(name), &[x, a], Attrs::new())
                 .map(OutletId::from)
         };
@@ -729,13 +719,10 @@ impl Quantize {
                         Some(c) => Tensor::from_vec(&[c], vec![0.0f32; c])
                             .unwrap_or_else(|e| unreachable!("[{c}] zeros: {e}")),
                     };
-                    let biased = b.variable(&format!("{shadow}/biased"), zeros, false)?;
-                    let step = b.variable(
-                        &format!("{shadow}/local_step"),
-                        Tensor::scalar(0.0f32),
-                        false,
-                    )?;
-                    let u = |name: &str| format!("{update}/{name}");
+                    let biased = b.variable(&join(&shadow, "biased"), zeros, false)?;
+                    let step =
+                        b.variable(&join(&shadow, "local_step"), Tensor::scalar(0.0f32), false)?;
+                    let u = |name: &str| join(&update, name);
                     let c = b.constant(&u("decay"), Tensor::scalar(1.0f32 - EMA_DECAY))?;
                     let one = b.constant(&u("one"), Tensor::scalar(1.0f32))?;
                     let diff = b.binary("Sub", &u("sub"), biased, r)?;
@@ -757,12 +744,7 @@ impl Quantize {
     }
 
     /// `quantizable(X)` of §3.5; `memo` caches answers for the current graph state.
-    fn quantizable(
-        graph: &Graph,
-        x: NodeId,
-        marked: &HashSet<NodeId>,
-        memo: &mut HashMap<NodeId, bool>,
-    ) -> bool {
+    fn quantizable(graph: &Graph, x: NodeId, marked: &NodeSet, memo: &mut NodeMap<bool>) -> bool {
         if let Some(&known) = memo.get(&x) {
             return known;
         }
@@ -775,8 +757,8 @@ impl Quantize {
     fn quantizable_uncached(
         graph: &Graph,
         x: NodeId,
-        marked: &HashSet<NodeId>,
-        memo: &mut HashMap<NodeId, bool>,
+        marked: &NodeSet,
+        memo: &mut NodeMap<bool>,
     ) -> bool {
         let node = graph.node(x);
         if marked.contains(&x) || !matches!(node.op(), "Add" | "AddV2" | "Mul") {
@@ -822,10 +804,9 @@ impl Quantize {
     fn quantize_intermediates(
         graph: &mut Graph,
         config: &QuantizeConfig,
-        marked: &HashSet<NodeId>,
+        marked: &NodeSet,
         report: &mut PassReport,
     ) -> Result<(), PassError> {
-        let consumers = consumer_map(graph);
         let existing: Vec<NodeId> = graph.node_ids().collect();
         for x in existing {
             // The cheap refusals of `quantizable_uncached` first, so that the
@@ -833,7 +814,7 @@ impl Quantize {
             let candidate = matches!(graph.node(x).op(), "Add" | "AddV2" | "Mul");
             if !candidate
                 || marked.contains(&x)
-                || !Self::quantizable(graph, x, marked, &mut HashMap::new())
+                || !Self::quantizable(graph, x, marked, &mut NodeMap::default())
             {
                 continue;
             }
@@ -845,7 +826,10 @@ impl Quantize {
                 rule: INTERMEDIATE_QUANT,
                 role: QuantizerRole::Intermediate,
                 producer: x,
-                consumers: consumers.get(x).to_vec(),
+                // Inserting a quantizer changes the consumers of its
+                // producer only, so those of later candidates are as they
+                // were before the loop.
+                consumers: graph.consumer_nodes(x),
                 init: (-6.0, 6.0),
                 num_bits: config.activation_bits,
                 narrow_range: false,
@@ -921,7 +905,7 @@ impl Quantize {
         let mut report = PassReport::new();
         let consumers = consumer_map(graph);
         let matches = Self::match_layers(graph, patterns, &mut report)?;
-        let mut marked = HashSet::new();
+        let mut marked = NodeSet::default();
         for m in &matches {
             Self::quantize_layer(graph, config, m, &consumers, &mut marked, &mut report)?;
         }

@@ -1,6 +1,6 @@
 //! `cargo xtask bench [--peers] [--quick] [--tflite FILE] [--tflite-only]`:
-//! runs the criterion benchmarks (fake quant, convolutions, matcher, one QAT
-//! training step) and the integer executor on a `.tflite` model, and prints
+//! runs the criterion benchmarks (fake quant, convolutions, matcher, the eval
+//! rewrite, one QAT training step) and the integer executor on a `.tflite` model, and prints
 //! a table; with `--peers`, runs the same work in TensorFlow, PyTorch and
 //! LiteRT (installed into venvs under `target/` on first use) in the same
 //! run and prints ratios.
@@ -167,6 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     cargo_bench("quant-kernels", &["fake_quant", "conv"], args.quick)?;
     cargo_bench("quant-core", &["matcher"], args.quick)?;
+    cargo_bench("quant-passes", &["rewrite"], args.quick)?;
     cargo_bench("quant-train", &["qat_step"], args.quick)?;
 
     let (mut tf, mut torch) = (Value::Null, Value::Null);
@@ -242,16 +243,23 @@ pub fn run(args: Args) -> Result<()> {
         true,
     );
     println!("\npattern matching (ms for all layers)");
+    per_network_size("match_all_layers");
+    println!("\neval rewrite: batch-norm folding and fake-quant insertion (ms for all layers)");
+    per_network_size("eval_rewrite");
+    tflite_bench(&args)
+}
+
+/// One row per generated network size of a criterion group.
+fn per_network_size(group: &str) {
     for n in ["1000", "10000", "100000"] {
         row(
-            &format!("match_all_layers/{n}"),
-            median("match_all_layers", n).map(|s| s * 1e3),
+            &format!("{group}/{n}"),
+            median(group, n).map(|s| s * 1e3),
             "ms",
             &[],
             false,
         );
     }
-    tflite_bench(&args)
 }
 
 /// Threads of the integer-inference benchmark, quant and LiteRT alike.

@@ -212,7 +212,8 @@ pub fn graph_from_def(def: protos::GraphDef, registry: &OpRegistry) -> Result<Gr
     for node in &def.node {
         let mut new = NewNode::new(node.name.clone(), node.op.clone());
         for (key, value) in &node.attr {
-            new.attrs.insert(key.clone(), attr(&node.name, key, value)?);
+            new.attrs
+                .insert(key.clone().into(), attr(&node.name, key, value)?);
         }
         new.outputs = match registry.get(&node.op) {
             Some(spec) => vec![OutputFact::default(); spec.outputs],
