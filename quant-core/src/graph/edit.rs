@@ -105,7 +105,7 @@ impl Graph {
                 .unwrap_or_else(|| panic!("node id {} is not live", id.0));
             self.consumers[id.index()].clear();
             self.by_name.remove(&node.name);
-            self.count_scopes(&node.name, false);
+            self.scopes.removed(&node.name);
             self.live -= 1;
         }
         ids.len()

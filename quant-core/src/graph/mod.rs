@@ -9,6 +9,7 @@ mod consumers;
 mod dump;
 mod edit;
 pub(crate) mod hash;
+mod scopes;
 mod topo;
 
 pub use dump::dump;
@@ -20,6 +21,7 @@ use crate::shape::Shape;
 use consumers::ConsumerSlots;
 use hash::NameMap;
 pub use hash::{NameHasher, NodeMap, NodeSet};
+use scopes::Scopes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
@@ -295,9 +297,7 @@ pub struct Graph {
     consumers: Vec<ConsumerSlots>,
     live: usize,
     name_counters: NameMap<usize>,
-    /// Every scope (a `/`-prefix of a live node's name) with the number of
-    /// live nodes and sub-scopes directly under it (see `count_scopes`).
-    scopes: NameMap<usize>,
+    scopes: Scopes,
     scope_counters: NameMap<usize>,
     /// The op types of the nodes ever added (see [`Node`]'s `op`).
     op_types: HashSet<Arc<str>, BuildHasherDefault<NameHasher>>,
@@ -527,7 +527,7 @@ impl Graph {
             self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
         }
         self.by_name.insert(node.name.clone(), id);
-        self.count_scopes(&node.name, true);
+        self.scopes.added(&node.name);
         self.consumers.push(ConsumerSlots::new(node.outputs.len()));
         self.nodes.push(Some(node));
         self.live += 1;
@@ -632,43 +632,10 @@ impl Graph {
         new
     }
 
-    fn count_scopes(&mut self, name: &str, added: bool) {
-        // A scope's count is the number of live nodes directly under it
-        // plus the number of its direct sub-scopes that exist, so a scope
-        // exists exactly while its count is positive. Adding a node then
-        // touches its parent scope only, and the grandparents only when the
-        // parent scope is new (removal mirrors this): one lookup per node in
-        // the usual case instead of one per `/` of its name.
-        let mut child = name;
-        while let Some((scope, _)) = child.rsplit_once('/') {
-            if added {
-                match self.scopes.get_mut(scope) {
-                    Some(n) => {
-                        *n += 1;
-                        return;
-                    }
-                    None => {
-                        self.scopes.insert(scope.to_string(), 1);
-                    }
-                }
-            } else {
-                let Some(n) = self.scopes.get_mut(scope) else {
-                    return;
-                };
-                *n -= 1;
-                if *n > 0 {
-                    return;
-                }
-                self.scopes.remove(scope);
-            }
-            child = scope;
-        }
-    }
-
     /// Whether `scope` is taken: a node is called `scope` or lives under
     /// `scope/`. Constant time.
     pub fn is_scope_taken(&self, scope: &str) -> bool {
-        self.by_name.contains_key(scope) || self.scopes.contains_key(scope)
+        self.by_name.contains_key(scope) || self.scopes.exists(scope)
     }
 
     /// The first free scope among `base`, `base_1`, `base_2`, ... (see
@@ -683,7 +650,7 @@ impl Graph {
         loop {
             *counter += 1;
             let candidate = format!("{base}_{counter}");
-            if !(self.by_name.contains_key(&candidate) || self.scopes.contains_key(&candidate)) {
+            if !(self.by_name.contains_key(&candidate) || self.scopes.exists(&candidate)) {
                 return candidate;
             }
         }
@@ -710,7 +677,7 @@ impl Graph {
         }
         self.consumers[id.index()].clear();
         self.by_name.remove(&node.name);
-        self.count_scopes(&node.name, false);
+        self.scopes.removed(&node.name);
         self.live -= 1;
         Ok(node)
     }
