@@ -2,11 +2,18 @@
 //! insertion) of generated networks of 1k, 10k and 100k conv-BN-ReLU6
 //! layers with a residual add every other layer: the time per layer should
 //! stay flat.
+//!
+//! The rewrite allocates millions of small objects, so the allocator matters;
+//! this bench uses mimalloc, the allocator the `cargo xtask` CLI ships with
+//! (a library user picks their own; glibc's malloc is slower here).
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use quant_core::builder::{GraphBuilder, Padding};
 use quant_core::{DType, Graph, Shape, Tensor};
 use quant_passes::{FoldBatchNorms, FoldUnfusedBatchNorms, PassManager, Quantize, QuantizeConfig};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn network(layers: usize) -> Graph {
     let mut b = GraphBuilder::new();
