@@ -4,24 +4,18 @@ use crate::dtype::DType;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
+
+mod map;
+pub use map::{Attrs, Iter};
 
 /// An attribute name: borrowed for the names quant's code writes (no
 /// allocation per node in large rewrites), owned for names read from files.
 pub type AttrName = Cow<'static, str>;
 
-/// The attributes of a node, sorted by name.
-pub type Attrs = BTreeMap<AttrName, AttrValue>;
-
 /// Attributes from `(name, value)` pairs with static names.
 pub fn attrs<const N: usize>(items: [(&'static str, AttrValue); N]) -> Attrs {
-    // Inserted one by one: collecting would buffer and sort the items first.
-    let mut map = Attrs::new();
-    for (k, v) in items {
-        map.insert(k.into(), v);
-    }
-    map
+    items.into_iter().map(|(k, v)| (k.into(), v)).collect()
 }
 
 /// One attribute value.
