@@ -1,6 +1,7 @@
 //! Graph editing: rerouting consumers, inserting nodes on a wire, removing
 //! dead nodes, and generating unique names.
 
+use super::hash::NameMap;
 use super::{Graph, InletId, NewNode, NodeId, OutletId};
 use crate::error::GraphError;
 
@@ -104,7 +105,7 @@ impl Graph {
                 .take()
                 .unwrap_or_else(|| panic!("node id {} is not live", id.0));
             self.consumers[id.index()].clear();
-            self.by_name.remove(&node.name);
+            self.names.remove(&node.name, id);
             self.scopes.removed(&node.name);
             self.live -= 1;
         }
@@ -114,7 +115,7 @@ impl Graph {
     /// `base` if no node has that name, else `base_1`, `base_2`, ... (the
     /// first free one), as TensorFlow names ops created twice under one name.
     pub fn unique_name(&mut self, base: &str) -> String {
-        if !self.by_name.contains_key(base) {
+        if self.id(base).is_none() {
             return base.to_string();
         }
         self.next_free_name(base)
@@ -123,26 +124,61 @@ impl Graph {
     /// [`Graph::unique_name`] for a name the caller already owns (no copy
     /// when it is free).
     pub(crate) fn unique_name_owned(&mut self, base: String) -> String {
-        if !self.by_name.contains_key(&base) {
+        if self.id(&base).is_none() {
             return base;
         }
         self.next_free_name(&base)
     }
 
     fn next_free_name(&mut self, base: &str) -> String {
-        if !self.name_counters.contains_key(base) {
-            self.name_counters.insert(base.to_string(), 0);
+        let (name, counter) = first_free(&self.name_counters, base, |c| self.id(c).is_some());
+        remember(&mut self.name_counters, base, counter);
+        name
+    }
+
+    /// Whether `scope` is taken: a node is called `scope` or lives under
+    /// `scope/`. Constant time.
+    pub fn is_scope_taken(&self, scope: &str) -> bool {
+        self.id(scope).is_some() || self.scopes.exists(scope)
+    }
+
+    /// The first free scope among `base`, `base_1`, `base_2`, ... (see
+    /// [`Graph::is_scope_taken`]), as TensorFlow makes variable scopes
+    /// unique. Suffixes are counted per base, so asking for the same base
+    /// again and again costs constant time per call.
+    pub fn unique_scope(&mut self, base: &str) -> String {
+        if !self.is_scope_taken(base) {
+            return base.to_string();
         }
-        let counter = self
-            .name_counters
-            .get_mut(base)
-            .unwrap_or_else(|| unreachable!("inserted above"));
-        loop {
-            *counter += 1;
-            let candidate = format!("{base}_{counter}");
-            if !self.by_name.contains_key(&candidate) {
-                return candidate;
-            }
+        let (scope, counter) = first_free(&self.scope_counters, base, |c| self.is_scope_taken(c));
+        remember(&mut self.scope_counters, base, counter);
+        scope
+    }
+}
+
+/// The first `base_k` that `taken` refuses, counting `k` on from the last
+/// one handed out for `base`; returns it and its `k`.
+fn first_free(
+    counters: &NameMap<usize>,
+    base: &str,
+    taken: impl Fn(&str) -> bool,
+) -> (String, usize) {
+    let mut counter = counters.get(base).copied().unwrap_or(0);
+    loop {
+        counter += 1;
+        let candidate = format!("{base}_{counter}");
+        if !taken(&candidate) {
+            return (candidate, counter);
+        }
+    }
+}
+
+/// Records `counter` as the last suffix handed out for `base`.
+fn remember(counters: &mut NameMap<usize>, base: &str, counter: usize) {
+    match counters.get_mut(base) {
+        Some(known) => *known = counter,
+        None => {
+            counters.insert(base.to_string(), counter);
         }
     }
 }

@@ -5,10 +5,12 @@
 //! rewrite passes visit them in). Removed nodes leave a tombstone so that
 //! [`NodeId`]s stay valid for the life of the graph.
 
+mod chunked;
 mod consumers;
 mod dump;
 mod edit;
 pub(crate) mod hash;
+mod name_index;
 mod scopes;
 mod topo;
 
@@ -18,9 +20,11 @@ use crate::attr::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::GraphError;
 use crate::shape::Shape;
+use chunked::Chunked;
 use consumers::ConsumerSlots;
 use hash::NameMap;
 pub use hash::{NameHasher, NodeMap, NodeSet};
+use name_index::NameIndex;
 use scopes::Scopes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -292,9 +296,9 @@ impl NewNode {
 /// A dataflow graph of named nodes.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
-    nodes: Vec<Option<Node>>,
-    by_name: NameMap<NodeId>,
-    consumers: Vec<ConsumerSlots>,
+    nodes: Chunked<Option<Node>>,
+    names: NameIndex,
+    consumers: Chunked<ConsumerSlots>,
     live: usize,
     name_counters: NameMap<usize>,
     scopes: Scopes,
@@ -384,7 +388,7 @@ impl Graph {
 
     /// The id of the node called `name`.
     pub fn id(&self, name: &str) -> Option<NodeId> {
-        self.by_name.get(name).copied()
+        self.names.get(name, |id| self.node(id).name())
     }
 
     /// The id of the node called `name`, or [`GraphError::UnknownNode`].
@@ -506,7 +510,7 @@ impl Graph {
             attr: "name".into(),
             message,
         })?;
-        if self.by_name.contains_key(&new.name) {
+        if self.id(&new.name).is_some() {
             return Err(GraphError::DuplicateName(new.name));
         }
         for (i, &input) in new.inputs.iter().enumerate() {
@@ -526,7 +530,7 @@ impl Graph {
         for (slot, &input) in node.inputs.iter().enumerate() {
             self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
         }
-        self.by_name.insert(node.name.clone(), id);
+        self.names.insert(&node.name, id);
         self.scopes.added(&node.name);
         self.consumers.push(ConsumerSlots::new(node.outputs.len()));
         self.nodes.push(Some(node));
@@ -632,30 +636,6 @@ impl Graph {
         new
     }
 
-    /// Whether `scope` is taken: a node is called `scope` or lives under
-    /// `scope/`. Constant time.
-    pub fn is_scope_taken(&self, scope: &str) -> bool {
-        self.by_name.contains_key(scope) || self.scopes.exists(scope)
-    }
-
-    /// The first free scope among `base`, `base_1`, `base_2`, ... (see
-    /// [`Graph::is_scope_taken`]), as TensorFlow makes variable scopes
-    /// unique. Suffixes are counted per base, so asking for the same base
-    /// again and again costs constant time per call.
-    pub fn unique_scope(&mut self, base: &str) -> String {
-        if !self.is_scope_taken(base) {
-            return base.to_string();
-        }
-        let counter = self.scope_counters.entry(base.to_string()).or_insert(0);
-        loop {
-            *counter += 1;
-            let candidate = format!("{base}_{counter}");
-            if !(self.by_name.contains_key(&candidate) || self.scopes.exists(&candidate)) {
-                return candidate;
-            }
-        }
-    }
-
     /// Removes a node that has no consumers. Returns the removed node.
     pub fn remove_node(&mut self, id: NodeId) -> Result<Node, GraphError> {
         if let Some(consumer) = self.consumer_nodes(id).first() {
@@ -676,7 +656,7 @@ impl Graph {
                 .retain(|c| *c != InletId { node: id, slot });
         }
         self.consumers[id.index()].clear();
-        self.by_name.remove(&node.name);
+        self.names.remove(&node.name, id);
         self.scopes.removed(&node.name);
         self.live -= 1;
         Ok(node)
