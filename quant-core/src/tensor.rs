@@ -58,7 +58,9 @@ macro_rules! with_array {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     data: TensorData,
-    quant: Option<QuantParams>,
+    /// Boxed: most tensors (every variable's and constant's value in a
+    /// graph) have none, and inline they would add 56 bytes to each.
+    quant: Option<Box<QuantParams>>,
 }
 
 /// Element types a [`Tensor`] can hold.
@@ -349,7 +351,7 @@ impl Tensor {
 
     /// The quantization parameters, if any.
     pub fn quant(&self) -> Option<&QuantParams> {
-        self.quant.as_ref()
+        self.quant.as_deref()
     }
 
     /// Sets or clears the quantization parameters, checking their consistency with the shape.
@@ -379,7 +381,7 @@ impl Tensor {
                 )));
             }
         }
-        self.quant = quant;
+        self.quant = quant.map(Box::new);
         Ok(())
     }
 

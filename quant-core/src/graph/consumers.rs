@@ -11,7 +11,7 @@ use std::ops::{Index, IndexMut};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ConsumerSlots {
     first: Vec<InletId>,
-    rest: Vec<Vec<InletId>>,
+    rest: Box<[Vec<InletId>]>,
     len: usize,
 }
 
@@ -20,7 +20,7 @@ impl ConsumerSlots {
     pub(crate) fn new(slots: usize) -> ConsumerSlots {
         ConsumerSlots {
             first: Vec::new(),
-            rest: vec![Vec::new(); slots.saturating_sub(1)],
+            rest: vec![Vec::new(); slots.saturating_sub(1)].into_boxed_slice(),
             len: slots,
         }
     }
@@ -46,7 +46,9 @@ impl ConsumerSlots {
         if slots == 0 {
             self.first.clear();
         }
-        self.rest.resize(slots.saturating_sub(1), Vec::new());
+        let mut rest = std::mem::take(&mut self.rest).into_vec();
+        rest.resize(slots.saturating_sub(1), Vec::new());
+        self.rest = rest.into_boxed_slice();
         self.len = slots;
     }
 

@@ -94,7 +94,7 @@ impl Graph {
         for &id in &ids {
             let node = self.node_mut(id);
             let inputs = std::mem::take(&mut node.inputs);
-            node.control_inputs.clear();
+            node.control_inputs = Box::default();
             for (slot, input) in inputs.into_iter().enumerate() {
                 self.consumers[input.node.index()][input.slot]
                     .retain(|c| *c != InletId { node: id, slot });

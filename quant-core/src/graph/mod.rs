@@ -119,15 +119,15 @@ impl fmt::Display for OutputFact {
 /// One operation in the graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
-    name: String,
+    name: Box<str>,
     /// Interned by the graph: the nodes of one op type share one string, so
     /// comparing op types (the matcher's first test) reads memory that
     /// stays in cache even in graphs of a million nodes.
     op: Arc<str>,
     inputs: Vec<OutletId>,
-    control_inputs: Vec<NodeId>,
+    control_inputs: Box<[NodeId]>,
     attrs: Attrs,
-    outputs: Vec<OutputFact>,
+    outputs: Box<[OutputFact]>,
 }
 
 impl Node {
@@ -168,7 +168,7 @@ impl Node {
 
     fn attr_error(&self, attr: &str, message: String) -> GraphError {
         GraphError::Attr {
-            node: self.name.clone(),
+            node: self.name.to_string(),
             attr: attr.to_string(),
             message,
         }
@@ -483,7 +483,7 @@ impl Graph {
             return Err(GraphError::BadOutputSlot {
                 node: consumer.to_string(),
                 index,
-                producer: producer.name.clone(),
+                producer: producer.name.to_string(),
                 slot: outlet.slot,
                 outputs: producer.outputs.len(),
             });
@@ -494,7 +494,9 @@ impl Graph {
     /// Adds a node after every existing one. Its name must be unused and its
     /// inputs must refer to existing outputs.
     pub fn add_node(&mut self, new: NewNode) -> Result<NodeId, GraphError> {
-        self.add_node_with(new, |_, node| Ok(std::mem::take(&mut node.outputs)))
+        self.add_node_with(new, |_, node| {
+            Ok(std::mem::take(&mut node.outputs).into_vec())
+        })
     }
 
     /// [`Graph::add_node`], with the output facts computed by `facts` from
@@ -506,7 +508,7 @@ impl Graph {
         facts: impl FnOnce(&Graph, &mut Node) -> Result<Vec<OutputFact>, GraphError>,
     ) -> Result<NodeId, GraphError> {
         check_node_name(&new.name).map_err(|message| GraphError::Attr {
-            node: new.name.clone(),
+            node: new.name.to_string(),
             attr: "name".into(),
             message,
         })?;
@@ -518,14 +520,14 @@ impl Graph {
         }
         let op = self.intern_op(&new.op);
         let mut node = Node {
-            name: new.name,
+            name: new.name.into_boxed_str(),
             op,
             inputs: new.inputs,
-            control_inputs: Vec::new(),
+            control_inputs: Box::default(),
             attrs: new.attrs,
-            outputs: new.outputs,
+            outputs: new.outputs.into_boxed_slice(),
         };
-        node.outputs = facts(self, &mut node)?;
+        node.outputs = facts(self, &mut node)?.into_boxed_slice();
         let id = NodeId(self.nodes.len() as u32);
         for (slot, &input) in node.inputs.iter().enumerate() {
             self.consumers[input.node.index()][input.slot].push(InletId { node: id, slot });
@@ -564,7 +566,7 @@ impl Graph {
             .inputs
             .get(inlet.slot)
             .ok_or_else(|| GraphError::Arity {
-                node: node.name.clone(),
+                node: node.name.to_string(),
                 op: node.op.to_string(),
                 expected: format!("an input at position {}", inlet.slot),
                 found: node.inputs.len(),
@@ -579,12 +581,12 @@ impl Graph {
     pub fn set_control_inputs(&mut self, id: NodeId, deps: Vec<NodeId>) -> Result<(), GraphError> {
         if let Some(bad) = deps.iter().find(|d| self.get(**d).is_none()) {
             return Err(GraphError::DanglingInput {
-                node: self.node(id).name.clone(),
+                node: self.node(id).name.to_string(),
                 index: 0,
                 input: format!("^#{}", bad.0),
             });
         }
-        self.node_mut(id).control_inputs = deps;
+        self.node_mut(id).control_inputs = deps.into_boxed_slice();
         Ok(())
     }
 
@@ -608,13 +610,10 @@ impl Graph {
             .skip(outputs.len())
             .position(|s| !s.is_empty());
         if let Some(used) = used {
-            let node = self.nodes[id.index()]
-                .as_ref()
-                .map(|n| n.name.clone())
-                .unwrap_or_default();
+            let node = self.node(id).name.to_string();
             let consumer = self.consumers[id.index()][outputs.len() + used][0].node;
             return Err(GraphError::BadOutputSlot {
-                node: self.node(consumer).name.clone(),
+                node: self.node(consumer).name.to_string(),
                 index: 0,
                 producer: node,
                 slot: outputs.len() + used,
@@ -622,7 +621,7 @@ impl Graph {
             });
         }
         self.consumers[id.index()].resize(outputs.len());
-        self.node_mut(id).outputs = outputs;
+        self.node_mut(id).outputs = outputs.into_boxed_slice();
         Ok(())
     }
 
@@ -640,7 +639,7 @@ impl Graph {
     pub fn remove_node(&mut self, id: NodeId) -> Result<Node, GraphError> {
         if let Some(consumer) = self.consumer_nodes(id).first() {
             return Err(GraphError::Inference {
-                node: self.node(id).name.clone(),
+                node: self.node(id).name.to_string(),
                 op: self.node(id).op.to_string(),
                 message: format!(
                     "cannot remove it while '{}' consumes it",
