@@ -4,8 +4,12 @@
 //! stay flat.
 //!
 //! The rewrite allocates millions of small objects, so the allocator matters;
-//! this bench uses mimalloc, the allocator the `cargo xtask` CLI ships with
-//! (a library user picks their own; glibc's malloc is slower here).
+//! this bench uses mimalloc with the setting the `cargo xtask` CLI ships
+//! with (a library user picks their own; glibc's malloc is slower here):
+//! freed memory is kept for reuse. With mimalloc's default, memory freed by
+//! one iteration is returned to the OS and the next iteration gets it back
+//! as fresh pages the kernel zeroes, which at 100k layers (2 GB per
+//! iteration) took a third of the measured time.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use quant_core::builder::{GraphBuilder, Padding};
@@ -14,6 +18,10 @@ use quant_passes::{FoldBatchNorms, FoldUnfusedBatchNorms, PassManager, Quantize,
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `purge_delay` option (its index in `mi_option_t`, the same in
+/// mimalloc 2 and 3); -1 keeps freed memory, as `cargo xtask` does.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn network(layers: usize) -> Graph {
     let mut b = GraphBuilder::new();
@@ -44,6 +52,8 @@ fn network(layers: usize) -> Graph {
 }
 
 fn bench(c: &mut Criterion) {
+    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     // The pipeline of `create_eval_graph`.
     let manager = PassManager::new()
         .with(FoldBatchNorms)

@@ -12,10 +12,23 @@ use std::process::ExitCode;
 
 // Rewrites allocate millions of small objects (node names, attribute maps,
 // shapes), which mimalloc serves faster than glibc's malloc; the rewrite
-// benchmark runs under the same allocator. Plugins never free what the host
-// allocated (nor the reverse), so they may use any allocator.
+// benchmark runs under the same allocator and settings. Plugins never free
+// what the host allocated (nor the reverse), so they may use any allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `purge_delay` option (its index in `mi_option_t`, the same in
+/// mimalloc 2 and 3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps memory the process frees for reuse instead of returning it to the
+/// OS a second later. A command's peak memory is its footprint anyway, and
+/// memory returned and then allocated again comes back as fresh pages the
+/// kernel must zero: in a 100k-layer rewrite that was a fifth of the time.
+fn keep_freed_memory() {
+    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
