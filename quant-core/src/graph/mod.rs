@@ -508,7 +508,7 @@ impl Graph {
         facts: impl FnOnce(&Graph, &mut Node) -> Result<Vec<OutputFact>, GraphError>,
     ) -> Result<NodeId, GraphError> {
         check_node_name(&new.name).map_err(|message| GraphError::Attr {
-            node: new.name.to_string(),
+            node: new.name.clone(),
             attr: "name".into(),
             message,
         })?;
